@@ -1,0 +1,28 @@
+from django.conf import settings
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path, re_path
+from django.views.static import serve
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
+
+from classifier import api as classifier_api
+
+router = DefaultRouter()
+router.register("images", classifier_api.ImageViewSet, basename="api-image")
+router.register("species", classifier_api.SpeciesViewSet, basename="api-species")
+
+urlpatterns = [
+    path("", include("classifier.urls")),
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("admin/", admin.site.urls),
+    path("api/", include(router.urls)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+]
+
+if settings.MEDIA_URL.startswith("media/") and settings.STORAGES["default"]["BACKEND"].endswith("FileSystemStorage"):
+    # Local media in the embedded default and in tests; a real deployment serves media from
+    # its object store or a web server in front of gunicorn.
+    urlpatterns += [re_path(r"^media/(?P<path>.*)$", serve, {"document_root": settings.MEDIA_ROOT})]

@@ -1,0 +1,54 @@
+from django.contrib import admin
+
+from . import services
+from .models import Embedding, Image, ModelVersion, Prediction, Species, Upload
+
+
+@admin.register(Species)
+class SpeciesAdmin(admin.ModelAdmin):
+    list_display = ["name", "display_name", "active", "imagenet_classes"]
+    list_filter = ["active"]
+    search_fields = ["name", "display_name"]
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        # A new class or mapping is a new zero-shot version, never an edit of the old one.
+        services.zero_shot_version_sync()
+
+    def delete_model(self, request, obj):
+        super().delete_model(request, obj)
+        services.zero_shot_version_sync()
+
+
+class PredictionInline(admin.TabularInline):
+    model = Prediction
+    extra = 0
+    fields = ["model_version", "label", "confidence", "backend", "model_ms", "latency_ms", "created"]
+    readonly_fields = fields
+    can_delete = False
+
+
+@admin.register(Image)
+class ImageAdmin(admin.ModelAdmin):
+    list_display = ["id", "sha256", "status", "format", "width", "height", "created"]
+    list_filter = ["status", "format"]
+    search_fields = ["sha256"]
+    readonly_fields = [f.name for f in Image._meta.fields]
+    inlines = [PredictionInline]
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(admin.ModelAdmin):
+    list_display = ["name", "kind", "backbone", "status", "created", "promoted"]
+    list_filter = ["kind", "status"]
+    readonly_fields = ["name", "kind", "backbone", "card", "card_sha256", "status", "parent", "created", "promoted"]
+
+
+@admin.register(Upload)
+class UploadAdmin(admin.ModelAdmin):
+    list_display = ["image", "user", "filename", "created"]
+    raw_id_fields = ["image"]
+
+
+admin.site.register(Prediction)
+admin.site.register(Embedding)

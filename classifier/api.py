@@ -1,0 +1,74 @@
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.response import Response
+from rest_framework.reverse import reverse
+
+from . import selectors, services
+from .models import Image
+from .serializers import (
+    ImageSerializer,
+    SpeciesSerializer,
+    UploadRequestSerializer,
+    UploadResultSerializer,
+)
+
+UploadErrorSerializer = inline_serializer(
+    "UploadError", {"detail": serializers.CharField(), "errors": serializers.DictField(child=serializers.CharField())}
+)
+
+
+class ImageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Upload images and read each one's latest prediction."""
+
+    serializer_class = ImageSerializer
+    parser_classes = [MultiPartParser, FormParser]
+
+    def get_queryset(self):
+        images = selectors.images_visible_to(self.request.user)
+        status_filter = self.request.query_params.get("status")
+        if status_filter:
+            images = images.filter(status=status_filter)
+        label = self.request.query_params.get("label")
+        if label:
+            images = images.filter(predictions__label=label).distinct()
+        return images.order_by("-created", "-id")
+
+    def get_object(self):
+        image = get_object_or_404(Image, pk=self.kwargs["pk"])
+        if not image.is_visible_to(self.request.user):
+            self.permission_denied(self.request, message="This image was uploaded by someone else.")
+        return image
+
+    @extend_schema(
+        request={"multipart/form-data": UploadRequestSerializer},
+        responses={201: UploadResultSerializer(many=True), 400: UploadErrorSerializer},
+    )
+    def create(self, request):
+        files = request.FILES.getlist("files") or request.FILES.getlist("file")
+        try:
+            results = services.images_upload(user=request.user, files=files)
+        except services.UploadRejected as e:
+            return Response(
+                {"detail": "Nothing was stored: some files are not usable images.", "errors": e.errors},
+                status=status.HTTP_400_BAD_REQUEST,
+            )
+        body = [
+            {
+                "id": r.image.id,
+                "status": r.image.status,
+                "created": r.created,
+                "filename": f.name,
+                "url": reverse("api-image-detail", args=[r.image.id], request=request),
+            }
+            for r, f in zip(results, files)
+        ]
+        return Response(body, status=status.HTTP_201_CREATED)
+
+
+class SpeciesViewSet(viewsets.ReadOnlyModelViewSet):
+    """The project's classes; staff edit them in the admin."""
+
+    serializer_class = SpeciesSerializer
+    queryset = selectors.active_species()

@@ -1,0 +1,49 @@
+"""Preprocessing pinned to a backbone (and copied into each model card)."""
+
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import torch
+from PIL import Image
+from torchvision.transforms import InterpolationMode, v2
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    resize_size: int = 256
+    crop_size: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bilinear"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Preprocessing":
+        return cls(
+            resize_size=int(data["resize_size"]),
+            crop_size=int(data["crop_size"]),
+            mean=tuple(float(v) for v in data["mean"]),
+            std=tuple(float(v) for v in data["std"]),
+            interpolation=str(data.get("interpolation", "bilinear")),
+        )
+
+    def transform(self) -> v2.Compose:
+        """Evaluation transform: resize the short side, centre crop, normalise."""
+        return v2.Compose(
+            [
+                v2.Resize(self.resize_size, interpolation=InterpolationMode(self.interpolation), antialias=True),
+                v2.CenterCrop(self.crop_size),
+                v2.PILToTensor(),
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize(mean=list(self.mean), std=list(self.std)),
+            ]
+        )
+
+    def batch(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        transform = self.transform()
+        return torch.stack([transform(im.convert("RGB") if im.mode != "RGB" else im) for im in images])

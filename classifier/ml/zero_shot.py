@@ -1,0 +1,119 @@
+"""Zero-shot classification: the ImageNet head summed onto the project's classes.
+
+Before anyone labels anything, a project class such as "dog" takes the probability of every
+ImageNet class mapped to it (all the breeds); ImageNet classes mapped to no project class
+make up "other". Scores are renormalised to sum to one over the project's classes plus
+"other".
+
+"other" scores the single most likely unmapped ImageNet class, not their sum: the sum of
+~990 unmapped classes holds most of the mass even for a clear photo of a project animal
+(measured on the Caltech animals: 241 of 825 covered images went to "other", accuracy 0.71,
+against 0.84 with the max). So a photo is "other" when the network names one specific
+animal or object outside the project more strongly than the whole group of any project
+class.
+"""
+
+import json
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import torch
+from torch import nn
+
+OTHER = "other"
+NUM_IMAGENET_CLASSES = 1000
+DATA_FILE = Path(__file__).parent / "data" / "imagenet_animals.json"
+
+
+@dataclass(frozen=True)
+class AnimalEntry:
+    name: str
+    aliases: tuple[str, ...]
+    imagenet: tuple[int, ...]
+
+
+@lru_cache(maxsize=4)
+def load_animal_table(path: str | Path = DATA_FILE) -> dict[str, AnimalEntry]:
+    """Every known name and alias -> its entry."""
+    raw = json.loads(Path(path).read_text())
+    table: dict[str, AnimalEntry] = {}
+    for name, item in raw["animals"].items():
+        entry = AnimalEntry(name=name, aliases=tuple(item.get("aliases", ())), imagenet=tuple(item["imagenet"]))
+        for key in (name, *entry.aliases):
+            table[normalise_name(key)] = entry
+    return table
+
+
+def normalise_name(name: str) -> str:
+    return re.sub(r"[\s_\-]+", " ", name.strip().lower())
+
+
+def lookup_animal(name: str, table: Mapping[str, AnimalEntry] | None = None) -> AnimalEntry | None:
+    """The entry for a class name: exact, then singular, then the longest run of its words.
+
+    Folder-style names like "cougar_body" or "sea_lion_pup" still find "cougar" and
+    "sea lion"; a name that matches nothing returns None and maps to "other".
+    """
+    table = load_animal_table() if table is None else table
+    key = normalise_name(name)
+    for candidate in (key, key[:-1] if key.endswith("s") else None, key[:-2] if key.endswith("es") else None):
+        if candidate and candidate in table:
+            return table[candidate]
+    words = key.split(" ")
+    for length in range(len(words) - 1, 0, -1):
+        for start in range(len(words) - length + 1):
+            candidate = " ".join(words[start:start + length])
+            if candidate in table:
+                return table[candidate]
+    return None
+
+
+def default_mapping(class_names: Sequence[str]) -> dict[str, list[int]]:
+    """class name -> ImageNet indices, from the shipped table ([] where nothing matches)."""
+    mapping = {}
+    for name in class_names:
+        entry = lookup_animal(name)
+        mapping[name] = list(entry.imagenet) if entry else []
+    return mapping
+
+
+def assignment_matrix(classes: Sequence[str], mapping: Mapping[str, Sequence[int]]) -> torch.Tensor:
+    """A (1000, len(classes) + 1) 0/1 matrix; the last column is "other".
+
+    An ImageNet class claimed by two project classes (say "dog" and "dalmatian") goes to
+    the more specific one, the class with fewer ImageNet indices.
+    """
+    if OTHER in classes:
+        raise ValueError(f"{OTHER!r} is reserved for unmapped ImageNet classes")
+    owner: dict[int, int] = {}
+    for column, name in enumerate(classes):
+        for index in mapping.get(name, ()):
+            if not 0 <= int(index) < NUM_IMAGENET_CLASSES:
+                raise ValueError(f"class {name!r}: ImageNet index {index} is outside 0..999")
+            current = owner.get(int(index))
+            if current is None or len(mapping[name]) < len(mapping[classes[current]]):
+                owner[int(index)] = column
+    matrix = torch.zeros(NUM_IMAGENET_CLASSES, len(classes) + 1)
+    for index in range(NUM_IMAGENET_CLASSES):
+        matrix[index, owner.get(index, len(classes))] = 1.0
+    return matrix
+
+
+class ZeroShotHead(nn.Module):
+    """ImageNet logits -> probabilities over classes + other (see the module docstring)."""
+
+    def __init__(self, classes: Sequence[str], mapping: Mapping[str, Sequence[int]]):
+        super().__init__()
+        assignment = assignment_matrix(classes, mapping)
+        self.register_buffer("class_assignment", assignment[:, :-1].contiguous())
+        self.register_buffer("unmapped", assignment[:, -1].contiguous())
+
+    def forward(self, imagenet_logits: torch.Tensor) -> torch.Tensor:
+        p = torch.softmax(imagenet_logits.float(), dim=1)
+        classes = p @ self.class_assignment
+        other = (p * self.unmapped).amax(dim=1, keepdim=True)
+        scores = torch.cat([classes, other], dim=1)
+        return scores / scores.sum(dim=1, keepdim=True)

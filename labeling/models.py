@@ -1,0 +1,1 @@
+"""Annotations and the review queue live here (issue 3); this app depends on classifier."""
