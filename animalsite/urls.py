@@ -8,6 +8,11 @@ from rest_framework.routers import DefaultRouter
 
 from classifier import api as classifier_api
 
+def serve_media(request, path):
+    # MEDIA_ROOT is read per request: tests (and operators) may point it elsewhere.
+    return serve(request, path, document_root=settings.MEDIA_ROOT)
+
+
 router = DefaultRouter()
 router.register("images", classifier_api.ImageViewSet, basename="api-image")
 router.register("species", classifier_api.SpeciesViewSet, basename="api-species")
@@ -22,7 +27,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]
 
-if settings.MEDIA_URL.startswith("media/") and settings.STORAGES["default"]["BACKEND"].endswith("FileSystemStorage"):
+if settings.STORAGES["default"]["BACKEND"].endswith("FileSystemStorage"):
     # Local media in the embedded default and in tests; a real deployment serves media from
     # its object store or a web server in front of gunicorn.
-    urlpatterns += [re_path(r"^media/(?P<path>.*)$", serve, {"document_root": settings.MEDIA_ROOT})]
+    urlpatterns += [re_path(r"^media/(?P<path>.*)$", serve_media)]

@@ -117,6 +117,7 @@ class ModelVersion(models.Model):
             models.UniqueConstraint(
                 fields=["status"], condition=Q(status="production"), name="one_production_version"
             ),
+            models.UniqueConstraint(fields=["kind", "card_sha256"], name="one_version_per_card"),
         ]
 
     def __str__(self) -> str:

@@ -84,14 +84,19 @@ def zero_shot_version_sync() -> ModelVersion:
     version = ModelVersion.objects.filter(kind="zero_shot", card_sha256=digest).first()
     if version is None:
         count = ModelVersion.objects.filter(kind="zero_shot").count()
-        version = ModelVersion.objects.create(
-            name=f"zero-shot-{count + 1}-{digest[:8]}",
-            kind="zero_shot",
-            backbone=card["backbone"],
-            card=card,
-            card_sha256=digest,
-            parent=selectors.production_model(),
-        )
+        try:
+            with transaction.atomic():
+                version = ModelVersion.objects.create(
+                    name=f"zero-shot-{count + 1}-{digest[:8]}",
+                    kind="zero_shot",
+                    backbone=card["backbone"],
+                    card=card,
+                    card_sha256=digest,
+                    parent=selectors.production_model(),
+                )
+        except IntegrityError:
+            # Another process made the same card at the same moment: use theirs.
+            version = ModelVersion.objects.get(kind="zero_shot", card_sha256=digest)
     current = selectors.production_model()
     if current is None or (current.kind == "zero_shot" and current.id != version.id):
         model_promote(version=version)
@@ -222,7 +227,9 @@ def _claim(image_id: int) -> bool:
     be taken over.
     """
     stale = timezone.now() - timedelta(seconds=settings.PREDICTION_CLAIM_TIMEOUT_S)
-    claimable = Q(status=Image.Status.QUEUED) | Q(status=Image.Status.FAILED) | Q(
+    # PREDICTED is claimable too: the caller has checked there is no prediction by today's
+    # production version, so a new champion re-predicts old images.
+    claimable = Q(status__in=[Image.Status.QUEUED, Image.Status.FAILED, Image.Status.PREDICTED]) | Q(
         status=Image.Status.PREDICTING, status_changed__lt=stale
     )
     updated = (

@@ -101,3 +101,4 @@ dropzone.addEventListener("drop", (e) => {
   handleAll(e.dataTransfer.files);
 });
 dropzone.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") input.click(); });
+dropzone.dataset.ready = "true";

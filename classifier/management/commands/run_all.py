@@ -11,6 +11,16 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 
+def _die_with_parent():
+    # If this command is killed without a chance to clean up, the kernel stops the children
+    # too (Linux only; elsewhere they are stopped by the normal shutdown path).
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 class Command(BaseCommand):
     help = "Start gunicorn, a Celery worker (both queues) and Celery beat; stop them all on Ctrl-C."
 
@@ -30,7 +40,10 @@ class Command(BaseCommand):
             "beat": [os.path.join(bindir, "celery"), "-A", "animalsite", "beat", "--loglevel", "INFO",
                      "--schedule", str(settings.VAR_DIR / "celerybeat-schedule")],
         }
-        processes = {name: subprocess.Popen(cmd, cwd=settings.BASE_DIR) for name, cmd in commands.items()}
+        processes = {
+            name: subprocess.Popen(cmd, cwd=settings.BASE_DIR, preexec_fn=_die_with_parent)
+            for name, cmd in commands.items()
+        }
         self._announce(host, port)
 
         stopping = False

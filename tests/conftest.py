@@ -1,0 +1,112 @@
+"""Shared fixtures: named users, a media folder, real photos and a real Celery worker.
+
+The suite runs against whatever DATABASE_URL and CELERY_BROKER_URL say (PostgreSQL and
+Redis in CI), and against the embedded default (SQLite file, filesystem broker) when unset.
+"""
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import REPO, demo_photo, worker_database_url
+
+
+@pytest.fixture(scope="session")
+def media_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("media")
+
+
+@pytest.fixture(autouse=True)
+def _media_root(settings, media_dir):
+    settings.MEDIA_ROOT = str(media_dir)
+
+
+@pytest.fixture(scope="session")
+def queue_names() -> dict[str, str]:
+    # Unique per run, so a shared Redis or a broker folder with old messages (from `make
+    # run`, or another CI run) never feeds this run's worker.
+    suffix = uuid.uuid4().hex[:8]
+    return {"INFERENCE_QUEUE": f"test-inference-{suffix}", "TRAINING_QUEUE": f"test-training-{suffix}"}
+
+
+@pytest.fixture(autouse=True)
+def _queues(settings, queue_names):
+    for name, value in queue_names.items():
+        setattr(settings, name, value)
+
+
+@pytest.fixture
+def alice(django_user_model):
+    return django_user_model.objects.create_user("alice", password="alice-password-1")
+
+
+@pytest.fixture
+def bob(django_user_model):
+    return django_user_model.objects.create_user("bob", password="bob-password-1")
+
+
+@pytest.fixture
+def staff(django_user_model):
+    return django_user_model.objects.create_user("charlie", password="charlie-password-1", is_staff=True)
+
+
+@pytest.fixture
+def species(db):
+    """The demo's classes and a production zero-shot version for them."""
+    from classifier import services
+
+    services.species_create_many(names=["dalmatian", "flamingo", "llama", "starfish", "dog", "cat"])
+    return services.zero_shot_version_sync()
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, django_db_blocker, media_dir, queue_names, tmp_path_factory):
+    """A real `celery worker` process on this run's queues and the test database."""
+    from django.conf import settings
+    from django.db import connection
+
+    with django_db_blocker.unblock():
+        db_url = worker_database_url(connection.settings_dict)
+    env = dict(os.environ)
+    env.update(queue_names)
+    env.update(
+        DATABASE_URL=db_url,
+        MEDIA_ROOT=str(media_dir),
+        CELERY_BROKER_URL=settings.CELERY_BROKER_URL,
+        VAR_DIR=str(settings.VAR_DIR),
+        PYTHONUNBUFFERED="1",
+    )
+    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
+    log = open(log_path, "w")
+    queues = f"{queue_names['INFERENCE_QUEUE']},{queue_names['TRAINING_QUEUE']}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "animalsite", "worker", "-Q", queues, "--concurrency", "1",
+         "--loglevel", "INFO", "--hostname", f"test-{uuid.uuid4().hex[:6]}@%h", "--without-gossip",
+         "--without-mingle"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 120
+    while "ready." not in log_path.read_text():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"the Celery worker did not start:\n{log_path.read_text()[-4000:]}")
+        time.sleep(0.2)
+    yield process
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()
+    if process.returncode not in (0, -15):
+        print(log_path.read_text()[-4000:])
+
+
+@pytest.fixture
+def dalmatian_jpeg() -> bytes:
+    return demo_photo("dalmatian").read_bytes()

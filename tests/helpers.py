@@ -1,0 +1,43 @@
+"""Helpers for tests: real photos, generated images, waiting without sleeping blindly."""
+
+import io
+import os
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from PIL import Image as PILImage
+
+REPO = Path(__file__).resolve().parent.parent
+DATASET = REPO.parent / "shared" / "datasets" / "caltech101-animals"
+DEMO_PHOTOS = REPO / "demo" / "photos"
+
+
+def demo_photo(label: str, index: int = 0) -> Path:
+    return sorted((DEMO_PHOTOS / label).glob("*.jpg"))[index]
+
+
+def make_image_bytes(fmt: str = "PNG", size=(64, 48), mode: str = "RGB", color=(200, 120, 40), **save) -> bytes:
+    im = PILImage.new(mode, size, color)
+    out = io.BytesIO()
+    im.save(out, format=fmt, **save)
+    return out.getvalue()
+
+
+def worker_database_url(connection_settings: dict) -> str:
+    """A URL for the test database that pytest-django created, for other processes."""
+    engine = connection_settings["ENGINE"]
+    if engine.endswith("sqlite3"):
+        return f"sqlite:///{connection_settings['NAME']}"
+    url = urlsplit(os.environ["DATABASE_URL"])
+    return urlunsplit((url.scheme, url.netloc, "/" + connection_settings["NAME"], url.query, url.fragment))
+
+
+def wait_for(predicate, *, timeout: float = 60.0, interval: float = 0.1, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
