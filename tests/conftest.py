@@ -96,6 +96,7 @@ def celery_worker(django_db_setup, django_db_blocker, media_dir, queue_names, tm
             process.kill()
             raise RuntimeError(f"the Celery worker did not start:\n{log_path.read_text()[-4000:]}")
         time.sleep(0.2)
+    process.log_path = log_path
     yield process
     process.terminate()
     try:

@@ -2,6 +2,7 @@
 
 import pytest
 import requests
+from django.conf import settings
 from rest_framework.authtoken.models import Token
 
 from classifier.models import Image, Prediction
@@ -48,3 +49,10 @@ def test_it_predicts_every_image_of_a_multi_file_upload(live_server, celery_work
              what="three predictions")
     labels = [Image.objects.get(id=i).latest_prediction().label for i in ids]
     assert labels == ["dalmatian", "starfish", "flamingo"]
+
+
+def test_it_runs_the_worker_on_the_configured_broker(celery_worker):
+    # CI sets CELERY_BROKER_URL=redis://...: the worker must really be on Redis then.
+    scheme = settings.CELERY_BROKER_URL.split("://")[0]
+    log = celery_worker.log_path.read_text()
+    assert f"Connected to {scheme}://" in log
