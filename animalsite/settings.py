@@ -206,6 +206,18 @@ WEIGHTS_DIR = env_str("WEIGHTS_DIR")  # extra folder searched for torchvision we
 # A prediction claimed longer ago than this is taken to be from a dead worker and redone.
 PREDICTION_CLAIM_TIMEOUT_S = env_int("PREDICTION_CLAIM_TIMEOUT_S", 300, minimum=10)
 
+# Review queue (labeling).
+REVIEW_QUEUE_STRATEGY = env_str("REVIEW_QUEUE_STRATEGY", "margin_diverse")
+REVIEW_RANDOM_SHARE = float(env_int("REVIEW_RANDOM_PERCENT", 10, minimum=0)) / 100.0
+REVIEW_CLAIM_SECONDS = env_int("REVIEW_CLAIM_SECONDS", 600, minimum=5)
+REVIEW_CANDIDATE_LIMIT = env_int("REVIEW_CANDIDATE_LIMIT", 5000, minimum=10)
+REVIEW_PREFETCH = env_int("REVIEW_PREFETCH", 3, minimum=1)
+if REVIEW_RANDOM_SHARE > 1:
+    raise ImproperlyConfigured("REVIEW_RANDOM_PERCENT must be between 0 and 100")
+_strategies = ("margin_diverse", "margin", "entropy", "random")
+if REVIEW_QUEUE_STRATEGY not in _strategies:
+    raise ImproperlyConfigured(f"REVIEW_QUEUE_STRATEGY={REVIEW_QUEUE_STRATEGY!r}; choose one of: {', '.join(_strategies)}")
+
 # Celery: one app (animalsite/celery.py) configured from the CELERY_ names below.
 INFERENCE_QUEUE = env_str("INFERENCE_QUEUE", "inference")
 TRAINING_QUEUE = env_str("TRAINING_QUEUE", "training")

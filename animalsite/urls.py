@@ -19,6 +19,7 @@ router.register("species", classifier_api.SpeciesViewSet, basename="api-species"
 
 urlpatterns = [
     path("", include("classifier.urls")),
+    path("", include("labeling.urls")),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

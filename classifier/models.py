@@ -73,7 +73,8 @@ class Image(models.Model):
         return self.predictions.select_related("model_version").order_by("-created", "-id").first()
 
     def is_visible_to(self, user) -> bool:
-        return user.is_staff or self.uploads.filter(user=user).exists()
+        # Annotators and reviewers hold view_image (their roles); uploaders see their own.
+        return user.is_staff or user.has_perm("classifier.view_image") or self.uploads.filter(user=user).exists()
 
     @staticmethod
     def digest(data: bytes) -> str:

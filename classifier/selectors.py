@@ -11,7 +11,7 @@ def production_model() -> ModelVersion | None:
 
 def images_visible_to(user) -> QuerySet[Image]:
     images = Image.objects.all()
-    if not user.is_staff:
+    if not (user.is_staff or user.has_perm("classifier.view_image")):
         images = images.filter(uploads__user=user).distinct()
     return images
 

@@ -25,7 +25,8 @@ def image_detail(request, image_id: int):
     image = get_object_or_404(Image, id=image_id)
     if not image.is_visible_to(request.user):
         raise Http404("No such image")
-    return render(request, "classifier/image_detail.html", {"image": image, "prediction": image.latest_prediction()})
+    ctx = {"image": image, "prediction": image.latest_prediction(), "species": selectors.active_species()}
+    return render(request, "classifier/image_detail.html", ctx)
 
 
 def healthz(request):

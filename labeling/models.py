@@ -1,1 +1,93 @@
-"""Annotations and the review queue live here (issue 3); this app depends on classifier."""
+"""Human decisions about images, as an append-only history.
+
+No row here is ever updated to change a label: a correction is a new Annotation, an undo is
+a new Annotation that reverts an earlier one. The current label of an image is derived
+(labeling.selectors.current_labels).
+"""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from classifier.models import Image, ModelVersion, Prediction, Species
+
+
+class Annotation(models.Model):
+    class Kind(models.TextChoices):
+        ACCEPTED = "accepted", "accepted the suggestion"
+        CORRECTED = "corrected", "chose another class"
+        REJECTED = "rejected", "not an animal / none of these"
+        FEEDBACK = "feedback", "uploader feedback"
+        IMPORTED = "imported", "imported label"
+        UNDO = "undo", "undid a decision"
+
+    class Role(models.TextChoices):
+        # Higher rank wins when deriving the current label (see selectors.current_labels).
+        IMPORT = "import"
+        UPLOADER = "uploader"
+        ANNOTATOR = "annotator"
+        REVIEWER = "reviewer"
+
+    ROLE_RANK = {Role.IMPORT: 0, Role.UPLOADER: 0, Role.ANNOTATOR: 1, Role.REVIEWER: 2}
+    LABELLING_KINDS = (Kind.ACCEPTED, Kind.CORRECTED, Kind.REJECTED, Kind.FEEDBACK, Kind.IMPORTED)
+
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="annotations")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    role = models.CharField(max_length=16, choices=Role.choices)
+    species = models.ForeignKey(Species, null=True, blank=True, on_delete=models.PROTECT, related_name="annotations")
+    label = models.CharField(max_length=100, blank=True, help_text="the class name at the time of the decision")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    prediction = models.ForeignKey(Prediction, null=True, blank=True, on_delete=models.SET_NULL)
+    model_version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL)
+    suggested_label = models.CharField(max_length=100, blank=True)
+    reverts = models.OneToOneField(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="reverted_by"
+    )
+    time_taken_ms = models.PositiveIntegerField(null=True, blank=True)
+    source = models.CharField(max_length=255, blank=True, help_text="e.g. the import file")
+    created = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["created", "id"]
+        permissions = [
+            ("annotate", "Can work the review queue"),
+            ("review", "Can make reviewer decisions, see agreement and export labels"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(kind="undo", reverts__isnull=False) | (~Q(kind="undo") & Q(reverts__isnull=True)),
+                name="undo_reverts_exactly_one",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.label or '-'} on image {self.image_id} by {self.user_id}"
+
+    @property
+    def is_label(self) -> bool:
+        return self.kind in self.LABELLING_KINDS
+
+
+class Claim(models.Model):
+    """An image held by one annotator for a while, so two never work on it at once."""
+
+    image = models.OneToOneField(Image, on_delete=models.CASCADE, related_name="claim")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="claims")
+    token = models.CharField(max_length=32, unique=True)
+    created = models.DateTimeField(default=timezone.now)
+    expires = models.DateTimeField(db_index=True)
+
+    def is_live(self, now=None) -> bool:
+        return self.expires > (now or timezone.now())
+
+
+class Skip(models.Model):
+    """An annotator passed on an image; it is not shown to them again."""
+
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="skips")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["image", "user"], name="one_skip_per_user")]

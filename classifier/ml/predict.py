@@ -3,22 +3,55 @@
 A model card is the plain-data description of one model version: its backbone, its classes
 in order, its preprocessing and its head. The Predictor refuses a card whose preprocessing
 is missing, so a version can never be served with a transform it was not made for.
+
+Kinds: "zero_shot" maps the ImageNet head onto the classes and needs no files; "head" is a
+linear layer on the backbone's pooled features (head.pt); "finetune" is the whole network
+(model.pt). Trained kinds live in a model directory: card.json plus the weights, each
+checked against the SHA-256 the card records.
+
+    python -m classifier.ml.predict --model MODEL_DIR PATH_OR_DIR... [--top-k K]
 """
 
+import argparse
+import hashlib
+import json
+import os
+import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 from PIL import Image
+from torch import nn
 
 from .backbones import get_spec, load_backbone
+from .embed import backbone_features
+from .networks import ImageClassifier
 from .preprocessing import Preprocessing
 from .zero_shot import OTHER, ZeroShotHead
 
 KIND_ZERO_SHOT = "zero_shot"
-KINDS = (KIND_ZERO_SHOT,)
+KIND_HEAD = "head"
+KIND_FINETUNE = "finetune"
+KINDS = (KIND_ZERO_SHOT, KIND_HEAD, KIND_FINETUNE)
+WEIGHTS_FILES = {KIND_HEAD: "head.pt", KIND_FINETUNE: "model.pt"}
+CARD_FILE = "card.json"
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"})
+
+
+class ModelDirError(ValueError):
+    """A model directory that is missing, incomplete or does not match its card's checksums."""
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -28,11 +61,21 @@ class ModelCard:
     classes: tuple[str, ...]  # output order of the model, "other" included where it exists
     preprocessing: Preprocessing
     imagenet_map: dict[str, list[int]] = field(default_factory=dict)  # zero_shot only
+    # Trained kinds only:
+    temperature: float = 1.0  # probabilities are softmax(logits / temperature)
+    tta: bool = False  # features are the mean over the image and its mirror
+    files: dict[str, str] = field(default_factory=dict)  # file in the model dir -> its sha256
+    metrics: dict = field(default_factory=dict)
+    training: dict = field(default_factory=dict)  # config, seed, snapshot hash, hardware, seconds, ...
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"Unknown model kind {self.kind!r}; choose one of: {', '.join(KINDS)}")
         get_spec(self.backbone)  # fails loudly, naming the valid backbones
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature}")
+        if self.kind in WEIGHTS_FILES and WEIGHTS_FILES[self.kind] not in self.files:
+            raise ValueError(f"a {self.kind} card must list its weights file {WEIGHTS_FILES[self.kind]} in files")
 
     @classmethod
     def zero_shot(cls, *, backbone: str, class_map: dict[str, list[int]]) -> "ModelCard":
@@ -45,11 +88,28 @@ class ModelCard:
             imagenet_map={name: sorted(int(i) for i in class_map[name]) for name in names},
         )
 
+    @property
+    def weights_file(self) -> str | None:
+        return WEIGHTS_FILES.get(self.kind)
+
     def to_dict(self) -> dict:
-        data = asdict(self)
-        data["classes"] = list(self.classes)
-        data["preprocessing"] = self.preprocessing.to_dict()
-        return data
+        data = {
+            "kind": self.kind,
+            "backbone": self.backbone,
+            "classes": list(self.classes),
+            "preprocessing": self.preprocessing.to_dict(),
+        }
+        if self.kind == KIND_ZERO_SHOT:
+            # Exactly the keys zero-shot cards always had: their hash names a version.
+            data["imagenet_map"] = {k: list(v) for k, v in self.imagenet_map.items()}
+            return data
+        return data | {
+            "temperature": self.temperature,
+            "tta": self.tta,
+            "files": dict(self.files),
+            "metrics": self.metrics,
+            "training": self.training,
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelCard":
@@ -59,7 +119,32 @@ class ModelCard:
             classes=tuple(data["classes"]),
             preprocessing=Preprocessing.from_dict(data["preprocessing"]),
             imagenet_map={k: list(v) for k, v in data.get("imagenet_map", {}).items()},
+            temperature=float(data.get("temperature", 1.0)),
+            tta=bool(data.get("tta", False)),
+            files=dict(data.get("files", {})),
+            metrics=data.get("metrics", {}),
+            training=data.get("training", {}),
         )
+
+    @classmethod
+    def load(cls, model_dir: str | os.PathLike, *, verify: bool = True) -> "ModelCard":
+        """The card in model_dir; with verify, every file it lists must match its checksum."""
+        model_dir = Path(model_dir)
+        card_path = model_dir / CARD_FILE
+        if not card_path.is_file():
+            raise ModelDirError(f"{model_dir} is not a model directory: it has no {CARD_FILE}")
+        card = cls.from_dict(json.loads(card_path.read_text()))
+        if verify:
+            card.verify_files(model_dir)
+        return card
+
+    def verify_files(self, model_dir: str | os.PathLike) -> None:
+        for name, expected in self.files.items():
+            path = Path(model_dir) / name
+            if not path.is_file():
+                raise ModelDirError(f"{model_dir}: {name} is listed in {CARD_FILE} but missing")
+            if file_sha256(path) != expected:
+                raise ModelDirError(f"{model_dir}: {name} does not match the checksum in {CARD_FILE}")
 
 
 @dataclass(frozen=True)
@@ -85,19 +170,53 @@ class PredictionResult:
 
 
 class Predictor:
-    """One card's network, ready to predict. Build once per process; it is not cheap."""
+    """One card's network, ready to predict. Build once per process; it is not cheap.
 
-    def __init__(self, card: ModelCard, *, device: str = "cpu", weights_dir: str | None = None):
+    Trained kinds need `model_dir`, the folder holding the card's weights (or use from_dir).
+    """
+
+    def __init__(self, card: ModelCard, *, device: str = "cpu", weights_dir: str | None = None,
+                 model_dir: str | os.PathLike | None = None):
         self.card = card
         self.device = torch.device(device)
-        self.backbone = load_backbone(card.backbone, weights_dir=weights_dir).to(self.device)
+        self.backbone = load_backbone(card.backbone, weights_dir=weights_dir)
         if card.kind == KIND_ZERO_SHOT:
-            self.head = ZeroShotHead(card.classes[:-1], card.imagenet_map).to(self.device)
+            self.head = ZeroShotHead(card.classes[:-1], card.imagenet_map)
+        else:
+            if model_dir is None:
+                raise ModelDirError(f"a {card.kind} card needs model_dir, the folder with its {card.weights_file}")
+            card.verify_files(model_dir)
+            state = torch.load(Path(model_dir) / card.weights_file, map_location="cpu", weights_only=True)
+            spec = get_spec(card.backbone)
+            if card.kind == KIND_HEAD:
+                self.head = nn.Linear(spec.feature_dim, len(card.classes))
+                self.head.load_state_dict(state)
+            else:
+                # Loading into a classifier built around the backbone's trunk replaces the
+                # trunk's ImageNet weights with the fine-tuned ones in place.
+                network = ImageClassifier(self.backbone.trunk, spec.feature_dim, len(card.classes))
+                network.load_state_dict(state)
+                self.head = network.head
+        self.backbone = self.backbone.to(self.device).eval()
+        self.head = self.head.to(self.device).eval()
         self.transform = card.preprocessing.transform()
+
+    @classmethod
+    def from_dir(cls, model_dir: str | os.PathLike, *, device: str = "cpu",
+                 weights_dir: str | None = None) -> "Predictor":
+        return cls(ModelCard.load(model_dir, verify=False), device=device, weights_dir=weights_dir,
+                   model_dir=model_dir)
 
     @property
     def backend(self) -> str:
         return f"torch-{self.device.type}"
+
+    def _probabilities(self, features: torch.Tensor, imagenet_logits: torch.Tensor | None) -> torch.Tensor:
+        if self.card.kind == KIND_ZERO_SHOT:
+            if imagenet_logits is None:
+                imagenet_logits = self.backbone.imagenet_head(features)
+            return self.head(imagenet_logits)
+        return torch.softmax(self.head(features.float()) / self.card.temperature, dim=1)
 
     @torch.inference_mode()
     def predict(self, images: Sequence[Image.Image], *, top_k: int = 5) -> list[PredictionResult]:
@@ -105,11 +224,29 @@ class Predictor:
             return []
         batch = torch.stack([self.transform(im) for im in images]).to(self.device)
         started = time.perf_counter()
-        features, logits = self.backbone(batch)
-        probs = self.head(logits)
+        features, logits = backbone_features(self.backbone, batch, tta=self.card.tta)
+        probs = self._probabilities(features, logits)
+        return self._results(probs, features.float().cpu().numpy(), started, top_k)
+
+    @torch.inference_mode()
+    def predict_embeddings(self, embeddings: np.ndarray, *, top_k: int = 5) -> list[PredictionResult]:
+        """Re-score pooled features (as PredictionResult.embedding or the embedding cache
+        gives them) without running the backbone: seconds for a whole collection."""
+        embeddings = np.asarray(embeddings, dtype=np.float32)
+        if embeddings.ndim != 2 or embeddings.shape[1] != get_spec(self.card.backbone).feature_dim:
+            raise ValueError(
+                f"embeddings must be (n, {get_spec(self.card.backbone).feature_dim}) for {self.card.backbone}, "
+                f"got {embeddings.shape}"
+            )
+        if len(embeddings) == 0:
+            return []
+        started = time.perf_counter()
+        probs = self._probabilities(torch.from_numpy(embeddings).to(self.device), None)
+        return self._results(probs, embeddings, started, top_k)
+
+    def _results(self, probs: torch.Tensor, features: np.ndarray, started: float, top_k: int) -> list[PredictionResult]:
         probs = probs.cpu().numpy().astype(np.float64)
-        features = features.float().cpu().numpy()
-        per_image_ms = (time.perf_counter() - started) * 1000.0 / len(images)
+        per_image_ms = (time.perf_counter() - started) * 1000.0 / len(probs)
         k = min(top_k, len(self.card.classes))
         results = []
         for row, feature in zip(probs, features):
@@ -123,3 +260,59 @@ class Predictor:
                 )
             )
         return results
+
+
+def image_files(paths: Sequence[str]) -> list[Path]:
+    """Files as given, and the image files under folders (sorted)."""
+    found = []
+    for name in paths:
+        path = Path(name)
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise FileNotFoundError(f"{name}: no such file or directory")
+    return found
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .images import InvalidImage, decode_image
+
+    parser = argparse.ArgumentParser(prog="python -m classifier.ml.predict",
+                                     description="Print a trained model's top-k classes, one JSON line per image.")
+    parser.add_argument("--model", required=True, type=Path, help="model directory (card.json + weights)")
+    parser.add_argument("paths", nargs="+", metavar="PATH_OR_DIR", help="image files, or folders to search")
+    parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--weights-dir", default=None, help="where the backbone's ImageNet weights are")
+    args = parser.parse_args(argv)
+    if args.top_k < 1:
+        parser.error("--top-k must be at least 1")
+    try:
+        files = image_files(args.paths)
+        predictor = Predictor.from_dir(args.model, device=args.device, weights_dir=args.weights_dir)
+    except (FileNotFoundError, ModelDirError) as e:
+        parser.error(str(e))
+    failed = 0
+    for start in range(0, len(files), args.batch_size):
+        batch = files[start:start + args.batch_size]
+        lines, images = {}, {}  # by position in the batch: a file may be named twice
+        for i, path in enumerate(batch):
+            try:
+                images[i] = decode_image(path.read_bytes()).image
+            except (InvalidImage, OSError) as e:
+                lines[i] = {"path": str(path), "error": str(e)}
+        for i, result in zip(images, predictor.predict(list(images.values()), top_k=args.top_k)):
+            lines[i] = {"path": str(batch[i]), "top": [{"label": s.label, "p": round(s.p, 6)} for s in result.top]}
+        for i in range(len(batch)):
+            print(json.dumps(lines[i]), flush=True)
+        failed += sum("error" in line for line in lines.values())
+    if failed:
+        print(f"{failed} of {len(files)} files could not be classified", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

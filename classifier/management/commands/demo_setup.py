@@ -10,6 +10,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
 
 from classifier import services
@@ -51,6 +52,9 @@ class Command(BaseCommand):
             if created or username not in logins:
                 user.set_password(password)
                 user.save()
+            if not staff:
+                # The demo annotator works the review queue (labeling's role groups).
+                user.groups.add(*Group.objects.filter(name="annotator"))
             logins[username] = password
         store.write_text(json.dumps(logins, indent=2))
         store.chmod(0o600)

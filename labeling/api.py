@@ -1,0 +1,155 @@
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
+from rest_framework import permissions, serializers, status
+from rest_framework.decorators import api_view, permission_classes
+from rest_framework.exceptions import PermissionDenied
+from rest_framework.response import Response
+
+from classifier.models import Image
+from classifier.serializers import PredictionSerializer
+
+from . import selectors, services
+from .models import Annotation
+
+
+class CanAnnotate(permissions.BasePermission):
+    message = "Working the review queue needs the annotator role."
+
+    def has_permission(self, request, view):
+        return request.user.is_authenticated and request.user.has_perm("labeling.annotate")
+
+
+class AnnotationSerializer(serializers.ModelSerializer):
+    user = serializers.CharField(source="user.username", default=None)
+    reverts = serializers.IntegerField(source="reverts_id", default=None)
+    model_version = serializers.CharField(source="model_version.name", default=None)
+
+    class Meta:
+        model = Annotation
+        fields = ["id", "image", "kind", "role", "label", "suggested_label", "user", "model_version", "reverts",
+                  "time_taken_ms", "source", "created"]
+
+
+class QueueItemSerializer(serializers.Serializer):
+    token = serializers.CharField()
+    expires = serializers.DateTimeField()
+    image = serializers.IntegerField(source="image.id")
+    preview_url = serializers.CharField(source="image.preview.url")
+    page_url = serializers.CharField(source="image.get_absolute_url")
+    prediction = serializers.SerializerMethodField()
+    based_on = serializers.SerializerMethodField()
+
+    def get_prediction(self, claim) -> PredictionSerializer(allow_null=True):
+        prediction = claim.image.latest_prediction()
+        return PredictionSerializer(prediction).data if prediction else None
+
+    def get_based_on(self, claim) -> int:
+        return selectors.latest_annotation_id(claim.image_id)
+
+
+class DecisionSerializer(serializers.Serializer):
+    token = serializers.CharField()
+    action = serializers.ChoiceField(choices=services.ACTIONS)
+    label = serializers.CharField(required=False, allow_blank=True)
+    based_on = serializers.IntegerField(required=False, help_text="the `based_on` of the queue item")
+    time_taken_ms = serializers.IntegerField(required=False, min_value=0)
+
+
+class TokenSerializer(serializers.Serializer):
+    token = serializers.CharField()
+
+
+class FeedbackSerializer(serializers.Serializer):
+    label = serializers.CharField()
+
+
+def conflict(e: Exception) -> Response:
+    return Response({"detail": str(e)}, status=status.HTTP_409_CONFLICT)
+
+
+def bad_request(e: Exception) -> Response:
+    return Response({"detail": str(e)}, status=status.HTTP_400_BAD_REQUEST)
+
+
+@extend_schema(responses=QueueItemSerializer(many=True))
+@api_view(["GET"])
+@permission_classes([CanAnnotate])
+def queue_next(request):
+    """The next images to review, each held for you for a while (prefetch several)."""
+    try:
+        count = max(1, min(int(request.query_params.get("count", 1)), 20))
+    except ValueError:
+        return bad_request(ValueError("count must be a number"))
+    claims = services.queue_next(user=request.user, count=count)
+    return Response(QueueItemSerializer(claims, many=True).data)
+
+
+@extend_schema(request=DecisionSerializer, responses={201: AnnotationSerializer})
+@api_view(["POST"])
+@permission_classes([CanAnnotate])
+def decision_create(request):
+    """Accept the suggestion, choose a class, or reject ("not an animal / none of these")."""
+    data = DecisionSerializer(data=request.data)
+    data.is_valid(raise_exception=True)
+    try:
+        annotation = services.decision_make(user=request.user, **data.validated_data)
+    except services.Conflict as e:
+        return conflict(e)
+    except ValueError as e:
+        return bad_request(e)
+    return Response(AnnotationSerializer(annotation).data, status=status.HTTP_201_CREATED)
+
+
+@extend_schema(request=None, responses={200: QueueItemSerializer})
+@api_view(["POST"])
+@permission_classes([CanAnnotate])
+def decision_undo(request):
+    """Undo your last decision; its image comes back to you."""
+    try:
+        _, claim = services.decision_undo(user=request.user)
+    except services.Conflict as e:
+        return conflict(e)
+    return Response(QueueItemSerializer(claim).data)
+
+
+@extend_schema(request=TokenSerializer, responses={204: None})
+@api_view(["POST"])
+@permission_classes([CanAnnotate])
+def skip(request):
+    data = TokenSerializer(data=request.data)
+    data.is_valid(raise_exception=True)
+    try:
+        services.skip(user=request.user, token=data.validated_data["token"])
+    except services.Conflict as e:
+        return conflict(e)
+    return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def _visible_image(request, image_id) -> Image:
+    image = get_object_or_404(Image, id=image_id)
+    if not image.is_visible_to(request.user):
+        raise PermissionDenied("This image was uploaded by someone else.")
+    return image
+
+
+@extend_schema(responses=AnnotationSerializer(many=True))
+@api_view(["GET"])
+def image_history(request, image_id: int):
+    """Every decision about an image, oldest first, with who, when and from what suggestion."""
+    image = _visible_image(request, image_id)
+    return Response(AnnotationSerializer(selectors.history(image), many=True).data)
+
+
+@extend_schema(request=FeedbackSerializer, responses={201: AnnotationSerializer})
+@api_view(["POST"])
+def image_feedback(request, image_id: int):
+    """"Wrong? It's a ___": a suggestion from the uploader that moves the image up the queue."""
+    image = _visible_image(request, image_id)
+    data = FeedbackSerializer(data=request.data)
+    data.is_valid(raise_exception=True)
+    try:
+        annotation = services.feedback_give(user=request.user, image=image, label=data.validated_data["label"])
+    except ValueError as e:
+        return bad_request(e)
+    return Response(AnnotationSerializer(annotation).data, status=status.HTTP_201_CREATED)
+

@@ -1,0 +1,39 @@
+"""The three roles as groups. Staff (reviewers) also get the review permission."""
+
+from django.contrib.auth.management import create_permissions
+from django.db import migrations
+
+ROLES = {
+    "uploader": [("classifier", "add_image")],
+    "annotator": [("classifier", "add_image"), ("classifier", "view_image"), ("labeling", "annotate")],
+    "reviewer": [("classifier", "add_image"), ("classifier", "view_image"), ("labeling", "annotate"),
+                 ("labeling", "review")],
+}
+
+
+def create_roles(apps, schema_editor):
+    # Permissions are normally made after all migrations; make them now so groups can use them.
+    for app_config in apps.get_app_configs():
+        app_config.models_module = True
+        create_permissions(app_config, apps=apps, verbosity=0)
+        app_config.models_module = None
+    Group = apps.get_model("auth", "Group")
+    Permission = apps.get_model("auth", "Permission")
+    for name, perms in ROLES.items():
+        group, _ = Group.objects.get_or_create(name=name)
+        for app_label, codename in perms:
+            group.permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+
+
+def remove_roles(apps, schema_editor):
+    apps.get_model("auth", "Group").objects.filter(name__in=ROLES).delete()
+
+
+class Migration(migrations.Migration):
+    dependencies = [
+        ("labeling", "0001_initial"),
+        ("classifier", "0001_initial"),
+        ("auth", "0012_alter_user_first_name_max_length"),
+        ("contenttypes", "0002_remove_content_type_name"),
+    ]
+    operations = [migrations.RunPython(create_roles, remove_roles)]

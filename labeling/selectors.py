@@ -1,0 +1,123 @@
+"""Reads for labeling: the current label (derived, never stored) and the review queue."""
+
+from collections import defaultdict
+from typing import Iterable
+
+import numpy as np
+from django.conf import settings
+from django.db.models import Exists, OuterRef, QuerySet
+from django.utils import timezone
+
+from classifier.ml.active_learning import QueueParams, select_batch
+from classifier.models import Embedding, Image, Prediction
+from classifier.selectors import production_model
+
+from .models import Annotation, Claim, Skip
+
+HUMAN_ROLES = (Annotation.Role.ANNOTATOR, Annotation.Role.REVIEWER)
+
+
+def _winner(annotations: list[Annotation]) -> Annotation | None:
+    reverted = {a.reverts_id for a in annotations if a.kind == Annotation.Kind.UNDO}
+    labels = [a for a in annotations if a.is_label and a.id not in reverted]
+    if not labels:
+        return None
+    # A reviewer's decision beats an annotator's, which beats uploader feedback and imports;
+    # within a rank the latest decision wins.
+    return max(labels, key=lambda a: (Annotation.ROLE_RANK[a.role], a.created, a.id))
+
+
+def current_labels(image_ids: Iterable[int]) -> dict[int, Annotation]:
+    """image id -> the annotation that sets its current label (absent: unlabelled)."""
+    by_image: dict[int, list[Annotation]] = defaultdict(list)
+    for a in Annotation.objects.filter(image_id__in=list(image_ids)).select_related("species", "user"):
+        by_image[a.image_id].append(a)
+    result = {}
+    for image_id, annotations in by_image.items():
+        winner = _winner(annotations)
+        if winner is not None:
+            result[image_id] = winner
+    return result
+
+
+def current_label(image: Image) -> Annotation | None:
+    return current_labels([image.id]).get(image.id)
+
+
+def latest_annotation_id(image_id: int) -> int:
+    """What a client saw: any later annotation means the label may have changed since."""
+    return Annotation.objects.filter(image_id=image_id).order_by("-id").values_list("id", flat=True).first() or 0
+
+
+def history(image: Image) -> QuerySet[Annotation]:
+    return image.annotations.select_related("user", "species", "model_version", "reverts").order_by("created", "id")
+
+
+def last_decision(user) -> Annotation | None:
+    """The user's latest queue decision that has not been undone."""
+    return (
+        Annotation.objects.filter(
+            user=user,
+            kind__in=[Annotation.Kind.ACCEPTED, Annotation.Kind.CORRECTED, Annotation.Kind.REJECTED],
+            reverted_by__isnull=True,
+        )
+        .order_by("-created", "-id")
+        .first()
+    )
+
+
+def live_claims(user) -> QuerySet[Claim]:
+    return Claim.objects.filter(user=user, expires__gt=timezone.now()).select_related("image").order_by("created", "id")
+
+
+def queue_candidates(user) -> QuerySet[Image]:
+    """Predicted images with no human label that this user has not seen and nobody holds."""
+    now = timezone.now()
+    human_label = Annotation.objects.filter(
+        image=OuterRef("pk"), role__in=HUMAN_ROLES, kind__in=Annotation.LABELLING_KINDS, reverted_by__isnull=True
+    )
+    seen = Annotation.objects.filter(image=OuterRef("pk"), user=user)
+    skipped = Skip.objects.filter(image=OuterRef("pk"), user=user)
+    held = Claim.objects.filter(image=OuterRef("pk"), expires__gt=now)
+    return (
+        Image.objects.filter(status=Image.Status.PREDICTED)
+        .filter(~Exists(human_label), ~Exists(seen), ~Exists(skipped), ~Exists(held))
+        .order_by("-created", "-id")
+    )
+
+
+def queue_order(user, *, count: int) -> list[int]:
+    """Image ids for the user's next `count` items: feedback first, then the strategy."""
+    candidates = queue_candidates(user)
+    feedback = Annotation.objects.filter(image=OuterRef("pk"), kind=Annotation.Kind.FEEDBACK, reverted_by__isnull=True)
+    first = list(candidates.filter(Exists(feedback)).values_list("id", flat=True)[:count])
+    if len(first) >= count:
+        return first
+    rest_ids = list(candidates.exclude(id__in=first).values_list("id", flat=True)[: settings.REVIEW_CANDIDATE_LIMIT])
+    if not rest_ids:
+        return first
+    return first + rank_images(rest_ids, count=count - len(first), seed=user.id or 0)
+
+
+def rank_images(image_ids: list[int], *, count: int, seed: int = 0) -> list[int]:
+    version = production_model()
+    probs = None
+    if version is not None:
+        by_image = dict(
+            Prediction.objects.filter(image_id__in=image_ids, model_version=version).values_list("image_id", "probabilities")
+        )
+        image_ids = [i for i in image_ids if i in by_image] or image_ids
+        if by_image:
+            probs = np.array([by_image[i] for i in image_ids], dtype=np.float64)
+    vectors = dict(
+        Embedding.objects.filter(image_id__in=image_ids, backbone=settings.DEFAULT_BACKBONE).values_list("image_id", "vector")
+    )
+    embeddings = None
+    if len(vectors) == len(image_ids):
+        embeddings = np.stack([np.frombuffer(bytes(vectors[i]), dtype="<f4") for i in image_ids])
+    params = QueueParams(strategy=settings.REVIEW_QUEUE_STRATEGY, random_share=settings.REVIEW_RANDOM_SHARE)
+    # Time-varying seed: two annotators asking at the same moment get different random picks.
+    picks = select_batch(probs=probs, embeddings=embeddings, batch_size=count, params=params,
+                         seed=seed * 7919 + int(timezone.now().timestamp()))
+    return [image_ids[i] for i in picks]
+

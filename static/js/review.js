@@ -1,0 +1,186 @@
+// The review queue, keyboard first. Items are prefetched (held for us by the server) so the
+// next image is already loaded when a decision is made.
+import { csrfToken } from "./prediction.js";
+
+const root = document.getElementById("review");
+const PREFETCH = Number(root.dataset.prefetch) || 3;
+const classes = JSON.parse(document.getElementById("classes").textContent);
+const classNames = new Set(classes.map((c) => c.name));
+const img = document.getElementById("review-image");
+const empty = document.getElementById("review-empty");
+const title = document.getElementById("review-suggestion");
+const candidatesEl = document.getElementById("candidates");
+const search = document.getElementById("search");
+const message = document.getElementById("review-message");
+const help = document.getElementById("help");
+const log = document.getElementById("log");
+
+let queue = [];
+let current = null;
+let shownAt = 0;
+let busy = false;
+
+async function api(method, url, body) {
+  const response = await fetch(url, {
+    method,
+    credentials: "same-origin",
+    headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRFToken": csrfToken() },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const data = response.status === 204 ? null : await response.json().catch(() => null);
+  return { status: response.status, data };
+}
+
+function candidates(item) {
+  const top = (item.prediction && item.prediction.top) || [];
+  return top.filter((s) => classNames.has(s.label));
+}
+
+async function refill() {
+  if (queue.length >= PREFETCH) return;
+  const { status, data } = await api("GET", `/api/review/next/?count=${PREFETCH}`);
+  if (status !== 200) return say(`Could not load the queue (${status}).`);
+  const known = new Set(queue.map((i) => i.token).concat(current ? [current.token] : []));
+  for (const item of data) {
+    if (!known.has(item.token)) {
+      queue.push(item);
+      new Image().src = item.preview_url; // warm the browser cache
+    }
+  }
+}
+
+function say(text, isError = false) {
+  message.textContent = text;
+  message.className = "small" + (isError ? " error" : "");
+}
+
+function show(item) {
+  current = item;
+  search.value = "";
+  if (!item) {
+    img.hidden = true;
+    empty.hidden = false;
+    title.textContent = "All done";
+    candidatesEl.replaceChildren();
+    root.dataset.state = "empty";
+    return;
+  }
+  img.hidden = false;
+  empty.hidden = true;
+  img.src = item.preview_url;
+  img.dataset.image = item.image;
+  const list = candidates(item);
+  const suggestion = item.prediction ? item.prediction.label : null;
+  title.textContent = suggestion && classNames.has(suggestion) ? suggestion : "No suggestion";
+  candidatesEl.replaceChildren(
+    ...list.map((s, k) => {
+      const li = document.createElement("li");
+      li.innerHTML = "<kbd></kbd> <span class='label'></span> <span class='pct muted'></span>";
+      li.querySelector("kbd").textContent = String(k + 1);
+      li.querySelector(".label").textContent = s.label;
+      li.querySelector(".pct").textContent = Math.round(s.p * 100) + "%";
+      li.addEventListener("click", () => decide("choose", s.label));
+      return li;
+    }),
+  );
+  shownAt = performance.now();
+  root.dataset.state = "ready";
+  root.dataset.image = item.image;
+}
+
+async function next() {
+  if (!queue.length) await refill();
+  show(queue.shift() || null);
+  refill();
+}
+
+function addLog(text, annotation) {
+  const li = document.createElement("li");
+  li.textContent = text;
+  if (annotation) li.dataset.annotation = annotation.id;
+  log.prepend(li);
+}
+
+async function decide(action, label) {
+  if (!current || busy) return;
+  busy = true;
+  const item = current;
+  const body = { token: item.token, action, based_on: item.based_on, time_taken_ms: Math.round(performance.now() - shownAt) };
+  if (label) body.label = label;
+  const { status, data } = await api("POST", "/api/review/decisions/", body);
+  busy = false;
+  if (status === 201) {
+    addLog(`image ${item.image}: ${data.kind} ${data.label || "(not an animal)"}`, data);
+    say("");
+    await next();
+  } else if (status === 409) {
+    say(data.detail, true);
+    await next();
+  } else {
+    say((data && (data.detail || JSON.stringify(data))) || `error ${status}`, true);
+  }
+}
+
+async function undo() {
+  if (busy) return;
+  busy = true;
+  const { status, data } = await api("POST", "/api/review/undo/");
+  busy = false;
+  if (status !== 200) return say(data ? data.detail : `error ${status}`, true);
+  if (current) queue.unshift(current);
+  addLog(`image ${data.image}: undone`);
+  say("Undone: decide again.");
+  show(data);
+}
+
+async function skip() {
+  if (!current || busy) return;
+  busy = true;
+  const { status, data } = await api("POST", "/api/review/skip/", { token: current.token });
+  busy = false;
+  if (status !== 204) say(data ? data.detail : `error ${status}`, true);
+  else addLog(`image ${current.image}: skipped`);
+  await next();
+}
+
+search.form.addEventListener("submit", (e) => {
+  e.preventDefault();
+  const value = search.value.trim().toLowerCase();
+  const match = classes.find((c) => c.name === value) || classes.find((c) => c.name.startsWith(value) || c.label.toLowerCase().startsWith(value));
+  if (!match) return say(`No class matches "${search.value}".`, true);
+  search.blur();
+  decide("choose", match.name);
+});
+
+document.addEventListener("keydown", (e) => {
+  if (e.target === search) {
+    if (e.key === "Escape") search.blur();
+    return;
+  }
+  if (e.ctrlKey || e.metaKey || e.altKey) return;
+  const key = e.key.toLowerCase();
+  if (key === "enter" || key === "a") decide("accept");
+  else if (/^[1-9]$/.test(key)) {
+    const pick = current && candidates(current)[Number(key) - 1];
+    if (pick) decide("choose", pick.label);
+  } else if (key === "/") search.focus();
+  else if (key === "n") decide("reject");
+  else if (key === "s") skip();
+  else if (key === "u" || key === "backspace") undo();
+  else if (key === "?") help.hidden = !help.hidden;
+  else return;
+  e.preventDefault();
+});
+
+for (const button of root.querySelectorAll("button[data-key]")) {
+  const key = button.dataset.key;
+  button.addEventListener("click", () => {
+    if (key === "a") decide("accept");
+    else if (key === "n") decide("reject");
+    else if (key === "s") skip();
+    else if (key === "u") undo();
+    else help.hidden = !help.hidden;
+  });
+}
+
+next();
