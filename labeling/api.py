@@ -52,7 +52,7 @@ class DecisionSerializer(serializers.Serializer):
     action = serializers.ChoiceField(choices=services.ACTIONS)
     label = serializers.CharField(required=False, allow_blank=True)
     based_on = serializers.IntegerField(required=False, help_text="the `based_on` of the queue item")
-    time_taken_ms = serializers.IntegerField(required=False, min_value=0)
+    time_taken_ms = serializers.IntegerField(required=False, min_value=0, max_value=2**31 - 1)
 
 
 class TokenSerializer(serializers.Serializer):

@@ -116,6 +116,10 @@ def rank_images(image_ids: list[int], *, count: int, seed: int = 0) -> list[int]
     if len(vectors) == len(image_ids):
         embeddings = np.stack([np.frombuffer(bytes(vectors[i]), dtype="<f4") for i in image_ids])
     params = QueueParams(strategy=settings.REVIEW_QUEUE_STRATEGY, random_share=settings.REVIEW_RANDOM_SHARE)
+    if probs is None and embeddings is None:
+        # Nothing to rank by (no current prediction, embeddings missing): random order.
+        params = QueueParams(strategy="random")
+        embeddings = np.zeros((len(image_ids), 1), dtype=np.float32)
     # Time-varying seed: two annotators asking at the same moment get different random picks.
     picks = select_batch(probs=probs, embeddings=embeddings, batch_size=count, params=params,
                          seed=seed * 7919 + int(timezone.now().timestamp()))

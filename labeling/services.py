@@ -12,7 +12,6 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from classifier.models import Image, Species
-from classifier.selectors import production_model
 
 from . import selectors
 from .models import Annotation, Claim, Skip
@@ -60,13 +59,30 @@ def queue_next(*, user, count: int = 1) -> list[Claim]:
     return claims
 
 
+def _lock_image(image_id: int, *, skip_locked: bool = False) -> bool:
+    """Serialise claims and decisions on one image; False if skip_locked found it busy.
+
+    On PostgreSQL a row lock. NO KEY UPDATE, not UPDATE: a plain FOR UPDATE also blocks the
+    key-share locks that inserting an Annotation or a Claim takes on the image, and two
+    annotators (one claiming, one undoing) deadlocked in test_concurrency. On SQLite every
+    write transaction already holds the database's one write lock from its start (settings:
+    transaction_mode IMMEDIATE), which serialises the same way.
+    """
+    if connection.vendor != "postgresql":
+        return True
+    rows = Image.objects.select_for_update(skip_locked=skip_locked, no_key=True).filter(id=image_id)
+    return rows.values_list("id", flat=True).first() is not None
+
+
 def _claim(*, user, image_id: int, now) -> Claim | None:
     try:
         with transaction.atomic():
-            if connection.vendor == "postgresql":
-                locked = Image.objects.select_for_update(skip_locked=True).filter(id=image_id).first()
-                if locked is None:
-                    return None
+            if not _lock_image(image_id, skip_locked=True):
+                return None
+            # The ranking was read before this transaction: in between, someone may have
+            # decided on this image, or claimed it and released it again. Check afresh.
+            if not selectors.queue_candidates(user).filter(id=image_id).exists():
+                return None
             return Claim.objects.create(
                 image_id=image_id,
                 user=user,
@@ -83,7 +99,6 @@ def _live_claim(*, user, token: str) -> Claim:
     if claim is None or claim.user_id != user.id:
         raise Conflict("This image is no longer held for you (the claim was released or taken over). Load the next one.")
     if not claim.is_live():
-        claim.delete()
         raise Conflict("Your hold on this image expired and it may have gone to someone else. Load the next one.")
     return claim
 
@@ -97,11 +112,12 @@ def decision_make(*, user, token: str, action: str, label: str | None = None, ba
     if action not in ACTIONS:
         raise ValueError(f"Unknown action {action!r}; choose one of: {', '.join(ACTIONS)}")
     claim = _live_claim(user=user, token=token)
+    _lock_image(claim.image_id)
     image = claim.image
     if based_on is not None and selectors.latest_annotation_id(image.id) != based_on:
         raise Conflict("The label of this image changed since you loaded it. Reload to see its history.")
-    version = production_model()
-    prediction = image.predictions.filter(model_version=version).first() if version else image.latest_prediction()
+    # The prediction the annotator was shown (the queue item shows the latest one).
+    prediction = image.latest_prediction()
     suggestion = prediction.label if prediction else ""
     species = None
     if action == "accept":
@@ -144,6 +160,7 @@ def decision_undo(*, user) -> tuple[Annotation, Claim]:
     last = selectors.last_decision(user)
     if last is None:
         raise Conflict("There is nothing to undo.")
+    _lock_image(last.image_id)
     if Annotation.objects.filter(image_id=last.image_id, id__gt=last.id).exclude(user=user).exists():
         raise Conflict("Someone else has decided on this image since; open its history instead of undoing.")
     try:

@@ -58,7 +58,7 @@ def select_batch(
     batch_size = min(batch_size, n)
     if batch_size <= 0:
         return []
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed % 2**32)
     if params.strategy == "random" or (probs is None and embeddings is None):
         return [int(i) for i in rng.permutation(n)[:batch_size]]
 
@@ -99,7 +99,7 @@ def _cluster_picks(pool, scores, embeddings, k, seed) -> list[int]:
         return list(pool) if scores is None else sorted(pool, key=lambda i: -scores[i])
     x = embeddings[pool].astype(np.float64)
     x /= np.linalg.norm(x, axis=1, keepdims=True) + 1e-12
-    km = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(x)
+    km = KMeans(n_clusters=k, n_init=3, random_state=seed % 2**32).fit(x)
     picks = []
     for c in range(k):
         members = np.flatnonzero(km.labels_ == c)

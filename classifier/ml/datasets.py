@@ -37,6 +37,7 @@ class Item:
     sha256: str | None = None  # of the file's bytes; computed when missing
 
     def __post_init__(self):
+        object.__setattr__(self, "path", Path(self.path))  # callers may pass strings
         if self.split is not None and self.split not in SPLITS:
             raise ValueError(f"{self.path}: unknown split {self.split!r}; choose one of: {', '.join(SPLITS)}")
 

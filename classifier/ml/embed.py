@@ -17,11 +17,13 @@ import torch
 from .backbones import Backbone, get_spec, load_backbone
 from .datasets import Item, content_sha256
 from .images import decode_image
+from .preprocessing import Preprocessing
 
 Progress = Callable[[int, int], None]  # (done, total)
 
 
-def backbone_features(backbone: Backbone, batch: torch.Tensor, *, tta: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def backbone_features(backbone: Backbone, batch: torch.Tensor, *,
+                      tta: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(pooled features, ImageNet logits); with tta, the mean over the image and its mirror.
 
     Training and serving both go through here, so a head trained on flip-averaged
@@ -65,15 +67,19 @@ class EmbeddingCache:
 def embed_items(items: Sequence[Item], *, backbone: str, tta: bool = False,
                 cache_dir: str | os.PathLike | None = None, batch_size: int = 32, device: str = "cpu",
                 weights_dir: str | os.PathLike | None = None, model: Backbone | None = None,
-                progress: Progress | None = None) -> np.ndarray:
+                preprocessing: Preprocessing | None = None, progress: Progress | None = None) -> np.ndarray:
     """A float32 (len(items), feature_dim) array, in items' order.
 
     The backbone is loaded only when some image is missing from the cache; pass `model` to
-    reuse one already loaded (it must be the named backbone).
+    reuse one already loaded (the named backbone with its ImageNet weights: the cache key
+    says nothing about other weights). A `preprocessing` other than the backbone's own
+    bypasses the cache, whose entries are all made with the backbone's own.
     """
     spec = get_spec(backbone)
+    preprocessing = preprocessing or spec.preprocessing
     out = np.empty((len(items), spec.feature_dim), dtype=np.float32)
-    cache = EmbeddingCache(cache_dir) if cache_dir is not None else None
+    use_cache = cache_dir is not None and preprocessing == spec.preprocessing
+    cache = EmbeddingCache(cache_dir) if use_cache else None
     shas = [item.sha256 or content_sha256(item.path) for item in items]
     missing = []
     for i, sha in enumerate(shas):
@@ -91,7 +97,7 @@ def embed_items(items: Sequence[Item], *, backbone: str, tta: bool = False,
     if model is None:
         model = load_backbone(backbone, weights_dir=weights_dir)
     model = model.to(device).eval()
-    transform = spec.preprocessing.transform()
+    transform = preprocessing.transform()
     for start in range(0, len(missing), batch_size):
         chunk = missing[start:start + batch_size]
         batch = torch.stack([transform(decode_image(Path(items[i].path).read_bytes()).image) for i in chunk])

@@ -13,7 +13,8 @@ from torch import nn
 
 from .metrics import negative_log_likelihood, softmax
 
-WEIGHT_DECAY_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
+WEIGHT_DECAY_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3)
+PATIENCE = 2  # stop the grid after this many weaker settings in a row did worse
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class HeadFit:
 
 
 def fit_linear(features: np.ndarray, targets: np.ndarray, num_classes: int, *, weight_decay: float,
-               max_iter: int = 300, init: nn.Linear | None = None) -> nn.Linear:
+               max_iter: int = 200, init: nn.Linear | None = None) -> nn.Linear:
     """argmin of mean cross-entropy + weight_decay / 2 * |W|^2 over a linear layer on standardised features."""
     x = torch.as_tensor(features, dtype=torch.float32)
     y = torch.as_tensor(targets, dtype=torch.long)
@@ -83,14 +84,17 @@ def fit_head(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y:
         raise ValueError("choosing the weight decay needs a validation split; it is empty")
     candidates, layers = [], []
     previous = None
+    best = 0
     for wd in sorted(grid, reverse=True):  # strongest first: each fit warm-starts the next
         layer = fit_linear(train_x, train_y, num_classes, weight_decay=wd, init=previous)
         previous = layer
         logits = linear_logits(layer, val_x)
-        t = fit_temperature(logits, val_y)
-        probs = softmax(logits, t)
+        probs = softmax(logits, fit_temperature(logits, val_y))
         candidates.append(HeadCandidate(wd, negative_log_likelihood(probs, val_y),
                                         float((probs.argmax(1) == val_y).mean())))
         layers.append(layer)
-    best = min(range(len(candidates)), key=lambda i: (candidates[i].val_nll, -candidates[i].weight_decay))
+        if candidates[-1].val_nll < candidates[best].val_nll:
+            best = len(candidates) - 1
+        elif len(candidates) - 1 - best >= PATIENCE:
+            break  # validation NLL is U-shaped in the weight decay: past the bottom it only rises
     return HeadFit(layer=layers[best], weight_decay=candidates[best].weight_decay, candidates=candidates)

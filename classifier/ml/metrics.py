@@ -6,7 +6,12 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+)
 
 ECE_BINS = 15
 
@@ -64,10 +69,11 @@ def negative_log_likelihood(probabilities: np.ndarray, targets: Sequence[int]) -
     if len(targets) == 0:
         return 0.0
     p = np.asarray(probabilities, dtype=np.float64)[np.arange(len(targets)), targets]
-    return float(-np.log(np.clip(p, 1e-12, 1.0)).mean())
+    return float(-np.log(np.clip(p, 1e-12, 1.0)).mean()) + 0.0  # + 0.0: never print -0.0
 
 
-def classification_metrics(probabilities: np.ndarray, targets: Sequence[int], classes: Sequence[str]) -> ClassificationMetrics:
+def classification_metrics(probabilities: np.ndarray, targets: Sequence[int],
+                           classes: Sequence[str]) -> ClassificationMetrics:
     probabilities = np.asarray(probabilities, dtype=np.float64)
     targets = np.asarray(targets, dtype=int)
     if probabilities.ndim != 2 or probabilities.shape[1] != len(classes):
@@ -82,7 +88,7 @@ def classification_metrics(probabilities: np.ndarray, targets: Sequence[int], cl
         targets, predicted, labels=labels, zero_division=0
     )
     return ClassificationMetrics(
-        n=int(len(targets)),
+        n=len(targets),
         accuracy=float(accuracy_score(targets, predicted)),
         # Over the classes that occur (as truth or prediction), as scikit-learn does by
         # default: a class with no test image should not count as an F1 of zero.
@@ -118,7 +124,7 @@ def fit_temperature(logits: np.ndarray, targets: Sequence[int], *, max_iter: int
         return loss
 
     optimizer.step(closure)
-    t = float(log_t.exp())
+    t = float(log_t.detach().exp())
     # A separable validation set drives T towards 0 (ever sharper is ever better); such a T
     # says nothing about unseen images, so keep it within a sane range.
     return float(min(max(t, 0.05), 20.0)) if math.isfinite(t) else 1.0

@@ -179,13 +179,14 @@ class Predictor:
                  model_dir: str | os.PathLike | None = None):
         self.card = card
         self.device = torch.device(device)
+        if card.kind != KIND_ZERO_SHOT:
+            if model_dir is None:
+                raise ModelDirError(f"a {card.kind} card needs model_dir, the folder with its {card.weights_file}")
+            card.verify_files(model_dir)
         self.backbone = load_backbone(card.backbone, weights_dir=weights_dir)
         if card.kind == KIND_ZERO_SHOT:
             self.head = ZeroShotHead(card.classes[:-1], card.imagenet_map)
         else:
-            if model_dir is None:
-                raise ModelDirError(f"a {card.kind} card needs model_dir, the folder with its {card.weights_file}")
-            card.verify_files(model_dir)
             state = torch.load(Path(model_dir) / card.weights_file, map_location="cpu", weights_only=True)
             spec = get_spec(card.backbone)
             if card.kind == KIND_HEAD:

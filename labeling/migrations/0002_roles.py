@@ -3,12 +3,7 @@
 from django.contrib.auth.management import create_permissions
 from django.db import migrations
 
-ROLES = {
-    "uploader": [("classifier", "add_image")],
-    "annotator": [("classifier", "add_image"), ("classifier", "view_image"), ("labeling", "annotate")],
-    "reviewer": [("classifier", "add_image"), ("classifier", "view_image"), ("labeling", "annotate"),
-                 ("labeling", "review")],
-}
+from labeling.roles import ROLES, ensure_roles
 
 
 def create_roles(apps, schema_editor):
@@ -17,12 +12,7 @@ def create_roles(apps, schema_editor):
         app_config.models_module = True
         create_permissions(app_config, apps=apps, verbosity=0)
         app_config.models_module = None
-    Group = apps.get_model("auth", "Group")
-    Permission = apps.get_model("auth", "Permission")
-    for name, perms in ROLES.items():
-        group, _ = Group.objects.get_or_create(name=name)
-        for app_label, codename in perms:
-            group.permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+    ensure_roles(apps.get_model("auth", "Group"), apps.get_model("auth", "Permission"))
 
 
 def remove_roles(apps, schema_editor):

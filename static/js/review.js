@@ -17,6 +17,9 @@ const log = document.getElementById("log");
 
 let queue = [];
 let current = null;
+// Images decided or skipped on this page: a refill that was in flight during the decision
+// may still list them as held.
+const done = new Set();
 let shownAt = 0;
 let busy = false;
 
@@ -40,9 +43,10 @@ async function refill() {
   if (queue.length >= PREFETCH) return;
   const { status, data } = await api("GET", `/api/review/next/?count=${PREFETCH}`);
   if (status !== 200) return say(`Could not load the queue (${status}).`);
-  const known = new Set(queue.map((i) => i.token).concat(current ? [current.token] : []));
+  // By image, not token: an undo re-issues a claim with a new token for an image we show.
+  const known = new Set(queue.map((i) => i.image).concat(current ? [current.image] : []));
   for (const item of data) {
-    if (!known.has(item.token)) {
+    if (!known.has(item.image) && !done.has(item.image)) {
       queue.push(item);
       new Image().src = item.preview_url; // warm the browser cache
     }
@@ -110,10 +114,13 @@ async function decide(action, label) {
   const { status, data } = await api("POST", "/api/review/decisions/", body);
   busy = false;
   if (status === 201) {
+    done.add(item.image);
+    queue = queue.filter((i) => i.image !== item.image);
     addLog(`image ${item.image}: ${data.kind} ${data.label || "(not an animal)"}`, data);
     say("");
     await next();
   } else if (status === 409) {
+    done.add(item.image);
     say(data.detail, true);
     await next();
   } else {
@@ -128,6 +135,7 @@ async function undo() {
   busy = false;
   if (status !== 200) return say(data ? data.detail : `error ${status}`, true);
   if (current) queue.unshift(current);
+  done.delete(data.image);
   addLog(`image ${data.image}: undone`);
   say("Undone: decide again.");
   show(data);
@@ -140,6 +148,7 @@ async function skip() {
   busy = false;
   if (status !== 204) say(data ? data.detail : `error ${status}`, true);
   else addLog(`image ${current.image}: skipped`);
+  done.add(current.image);
   await next();
 }
 

@@ -1,39 +1,11 @@
 """A person's path through the product, in headless Chromium: log in, drop a photo, see it."""
 
-import os
-
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from tests.helpers import demo_photo
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker, pytest.mark.browser]
-
-CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run", "--disable-quic",
-]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # live_server + sync Playwright
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser):
-    page = browser.new_page()
-    # Printed on failure by pytest: what the page itself complained about.
-    page.on("console", lambda m: print(f"console {m.type}: {m.text}"))
-    page.on("pageerror", lambda e: print(f"page error: {e}"))
-    yield page
-    page.close()
-
 
 def test_it_shows_the_top_class_after_an_upload(live_server, celery_worker, species, alice, page, tmp_path):
     page.goto(f"{live_server.url}/")

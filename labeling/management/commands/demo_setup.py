@@ -10,10 +10,10 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
 
 from classifier import services
+from labeling.roles import role_group
 
 DEMO_DIR = Path(settings.BASE_DIR) / "demo" / "photos"
 EXTRA_CLASSES = ["dog", "cat"]
@@ -54,7 +54,7 @@ class Command(BaseCommand):
                 user.save()
             if not staff:
                 # The demo annotator works the review queue (labeling's role groups).
-                user.groups.add(*Group.objects.filter(name="annotator"))
+                user.groups.add(role_group("annotator"))
             logins[username] = password
         store.write_text(json.dumps(logins, indent=2))
         store.chmod(0o600)

@@ -1,0 +1,32 @@
+"""Named users in the three roles; the groups come from the labeling data migration."""
+
+import pytest
+
+from labeling.roles import role_group
+
+
+def member(django_user_model, username: str, group: str):
+    # No password (so no slow hashing): the tests log in with force_login.
+    user = django_user_model.objects.create_user(username)
+    user.groups.add(role_group(group))
+    return user
+
+
+@pytest.fixture
+def annotator(django_user_model):
+    return member(django_user_model, "ann", "annotator")
+
+
+@pytest.fixture
+def annotator2(django_user_model):
+    return member(django_user_model, "arno", "annotator")
+
+
+@pytest.fixture
+def reviewer(django_user_model):
+    return member(django_user_model, "rita", "reviewer")
+
+
+@pytest.fixture
+def uploader(django_user_model):
+    return member(django_user_model, "ursula", "uploader")

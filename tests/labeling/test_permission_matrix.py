@@ -1,0 +1,149 @@
+"""Every URL of the project × every role, anonymous included.
+
+The table below is the access policy as implemented: anonymous visitors are sent to the
+login page (pages) or refused (API), `/healthz`, the login page and the API schema and docs
+are open; any logged-in user can upload and see their own images; annotators and reviewers
+see every image and work the review queue; the admin is for staff only. A URL added to the
+project without a row here fails `test_it_has_a_row_for_every_url`.
+"""
+
+import pytest
+from django.urls import URLPattern, URLResolver, get_resolver
+
+from animalsite.urls import serve_media
+from classifier.models import Species, Upload
+from labeling.roles import role_group
+from tests.labeling.factories import predicted_image, with_margin
+
+pytestmark = pytest.mark.django_db
+
+LOGIN = "302 to /accounts/login/"
+ADMIN_LOGIN = "302 to /admin/login/"
+DENIED = "401 or 403"
+
+ROLES = ("anonymous", "owner", "uploader", "annotator", "reviewer", "staff")
+
+# "METHOD url-name": (path, body). {image} is an image uploaded by "owner" (an uploader),
+# not by "uploader". The POST bodies reach the service past the permission check: a made-up
+# claim token answers 409, an upload without files 400. Bodies are JSON except for uploads.
+ROUTES = {
+    "GET upload": ("/", None),
+    "GET image-detail": ("/images/{image}/", None),
+    "GET healthz": ("/healthz", None),
+    "GET login": ("/accounts/login/", None),
+    "POST logout": ("/accounts/logout/", {}),
+    "GET review": ("/review/", None),
+    "GET admin:index": ("/admin/", None),
+    "GET api-image-list": ("/api/images/", None),
+    "POST api-image-list": ("/api/images/", {"note": "no files"}),
+    "GET api-image-detail": ("/api/images/{image}/", None),
+    "GET api-species-list": ("/api/species/", None),
+    "GET api-species-detail": ("/api/species/{species}/", None),
+    "GET api-review-next": ("/api/review/next/", None),
+    "POST api-review-decide": ("/api/review/decisions/", {"token": "not-a-claim", "action": "reject"}),
+    "POST api-review-undo": ("/api/review/undo/", {}),
+    "POST api-review-skip": ("/api/review/skip/", {"token": "not-a-claim"}),
+    "GET api-image-history": ("/api/images/{image}/history/", None),
+    "POST api-image-feedback": ("/api/images/{image}/feedback/", {"label": "cat"}),
+    "GET api-schema": ("/api/schema/", None),
+    "GET api-docs": ("/api/docs/", None),
+}
+MULTIPART = {"POST api-image-list"}
+
+EXPECTED = {
+    #                         anonymous    owner        uploader     annotator    reviewer     staff
+    "GET upload":             (LOGIN,       200,         200,         200,         200,         200),
+    "GET image-detail":       (LOGIN,       200,         404,         200,         200,         200),
+    "GET healthz":            (200,         200,         200,         200,         200,         200),
+    "GET login":              (200,         200,         200,         200,         200,         200),
+    "POST logout":            (LOGIN,       LOGIN,       LOGIN,       LOGIN,       LOGIN,       LOGIN),
+    "GET review":             (LOGIN,       403,         403,         200,         200,         200),
+    "GET admin:index":        (ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, 200),
+    "GET api-image-list":     (DENIED,      200,         200,         200,         200,         200),
+    "POST api-image-list":    (DENIED,      400,         400,         400,         400,         400),
+    "GET api-image-detail":   (DENIED,      200,         403,         200,         200,         200),
+    "GET api-species-list":   (DENIED,      200,         200,         200,         200,         200),
+    "GET api-species-detail": (DENIED,      200,         200,         200,         200,         200),
+    "GET api-review-next":    (DENIED,      403,         403,         200,         200,         200),
+    "POST api-review-decide": (DENIED,      403,         403,         409,         409,         409),
+    "POST api-review-undo":   (DENIED,      403,         403,         409,         409,         409),
+    "POST api-review-skip":   (DENIED,      403,         403,         409,         409,         409),
+    "GET api-image-history":  (DENIED,      200,         403,         200,         200,         200),
+    "POST api-image-feedback": (DENIED,     201,         403,         201,         201,         201),
+    "GET api-schema":         (200,         200,         200,         200,         200,         200),
+    "GET api-docs":           (200,         200,         200,         200,         200,         200),
+}
+
+
+def project_url_names() -> set[str]:
+    """Every URL name a request can reach, without admin internals, media, format-suffix
+    variants and the DRF API root."""
+    names = set()
+
+    def walk(patterns, namespace=None):
+        for p in patterns:
+            if isinstance(p, URLResolver):
+                if p.namespace == "admin":
+                    names.add("admin:index")  # the admin's own pages are Django's, not ours
+                    continue
+                walk(p.url_patterns, p.namespace or namespace)
+            elif isinstance(p, URLPattern):
+                if p.callback is serve_media or p.name == "api-root" or "format" in p.pattern.regex.groupindex:
+                    continue
+                assert p.name, f"unnamed URL pattern {p.pattern}: give it a name and a row"
+                names.add(f"{namespace}:{p.name}" if namespace else p.name)
+
+    walk(get_resolver().url_patterns)
+    return names
+
+
+def test_it_has_a_row_for_every_url():
+    routes = {key.split(" ", 1)[1] for key in ROUTES}
+    assert routes == project_url_names()
+    assert set(EXPECTED) == set(ROUTES)
+    assert all(len(row) == len(ROLES) for row in EXPECTED.values())
+
+
+@pytest.fixture
+def role_user(django_user_model):
+    def make(role: str):
+        if role == "anonymous":
+            return None
+        if role == "staff":
+            return django_user_model.objects.create_superuser("sam", password=None)
+        user = django_user_model.objects.create_user(role)  # no password: force_login needs none
+        user.groups.add(role_group("uploader" if role == "owner" else role))
+        return user
+    return make
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("route", list(ROUTES))
+def test_it_enforces_the_permission_matrix(client, species, django_user_model, role_user, route, role):
+    user = role_user(role)
+    owner = user if role == "owner" else django_user_model.objects.create_user("someone")
+    image = predicted_image(version=species, probs=with_margin(species, 0.3))
+    Upload.objects.create(image=image, user=owner, filename="mine.jpg")
+    if user is not None:
+        client.force_login(user)
+    method, name = route.split(" ", 1)
+    path_template, body = ROUTES[route]
+    path = path_template.format(image=image.id, species=Species.objects.get(name="cat").id)
+
+    if method == "GET":
+        response = client.get(path)
+    elif route in MULTIPART:
+        response = client.post(path, body)
+    else:
+        response = client.post(path, body, content_type="application/json")
+
+    expected = EXPECTED[route][ROLES.index(role)]
+    got = f"{response.status_code} {response.get('Location', '')}".strip()
+    if expected == LOGIN:
+        assert response.status_code == 302 and response["Location"].startswith("/accounts/login/"), got
+    elif expected == ADMIN_LOGIN:
+        assert response.status_code == 302 and response["Location"].startswith("/admin/login/"), got
+    elif expected == DENIED:
+        assert response.status_code in (401, 403), got
+    else:
+        assert response.status_code == expected, got
