@@ -75,7 +75,11 @@ function show(item) {
   img.dataset.image = item.image;
   const list = candidates(item);
   const suggestion = item.prediction ? item.prediction.label : null;
-  title.textContent = suggestion && classNames.has(suggestion) ? suggestion : "No suggestion";
+  // When the model's best guess is "other", Enter takes the best project class instead:
+  // the highlighted first candidate is always what Enter does.
+  title.textContent = suggestion && classNames.has(suggestion)
+    ? suggestion
+    : list.length ? `${list[0].label}? (model: ${suggestion || "none"})` : "No suggestion";
   candidatesEl.replaceChildren(
     ...list.map((s, k) => {
       const li = document.createElement("li");
@@ -128,6 +132,15 @@ async function decide(action, label) {
   }
 }
 
+function acceptTop() {
+  if (!current) return;
+  const suggestion = current.prediction ? current.prediction.label : null;
+  if (suggestion && classNames.has(suggestion)) return decide("accept");
+  const list = candidates(current);
+  if (list.length) return decide("choose", list[0].label);
+  say("No candidate to accept: pick a class with / or press N.", true);
+}
+
 async function undo() {
   if (busy) return;
   busy = true;
@@ -168,7 +181,7 @@ document.addEventListener("keydown", (e) => {
   }
   if (e.ctrlKey || e.metaKey || e.altKey) return;
   const key = e.key.toLowerCase();
-  if (key === "enter" || key === "a") decide("accept");
+  if (key === "enter" || key === "a") acceptTop();
   else if (/^[1-9]$/.test(key)) {
     const pick = current && candidates(current)[Number(key) - 1];
     if (pick) decide("choose", pick.label);
@@ -184,7 +197,7 @@ document.addEventListener("keydown", (e) => {
 for (const button of root.querySelectorAll("button[data-key]")) {
   const key = button.dataset.key;
   button.addEventListener("click", () => {
-    if (key === "a") decide("accept");
+    if (key === "a") acceptTop();
     else if (key === "n") decide("reject");
     else if (key === "s") skip();
     else if (key === "u") undo();

@@ -89,3 +89,24 @@ def test_it_records_five_keyboard_decisions_with_undo_and_search(live_server, pr
     page.goto(f"{live_server.url}/images/{decided[3]}/")
     expect(page.locator("#history li").first).to_contain_text("rejected (not an animal)")
     page.screenshot(path=str(tmp_path / "history.png"), full_page=True)
+
+
+def test_it_takes_the_best_class_when_the_model_says_other(live_server, species, alice, annotator, page):
+    path = demo_photo("llama", 0)
+    image = classifier_services.image_upload(user=alice, filename=path.name, data=path.read_bytes()).image
+    prediction = classifier_services.image_classify(image_id=image.id)
+    classes = species.card["classes"]
+    # Make the model's best guess "other", with llama the best project class.
+    probabilities = [0.0] * len(classes)
+    probabilities[classes.index("other")], probabilities[classes.index("llama")] = 0.7, 0.3
+    prediction.top = [{"label": "other", "p": 0.7}, {"label": "llama", "p": 0.3}]
+    prediction.label, prediction.confidence, prediction.probabilities = "other", 0.7, probabilities
+    prediction.save()
+
+    log_in(page, live_server.url, "dana", "dana-password-1")
+    page.goto(f"{live_server.url}/review/")
+    expect(page.locator("#review")).to_have_attribute("data-state", "ready")
+    expect(page.locator("#review-suggestion")).to_contain_text("llama?")
+    page.keyboard.press("Enter")
+
+    expect(page.locator("#log li").first).to_contain_text(f"image {image.id}: corrected llama")
