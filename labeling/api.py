@@ -1,15 +1,18 @@
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import permissions, serializers, status
-from rest_framework.decorators import api_view, permission_classes
+from rest_framework.decorators import api_view, parser_classes, permission_classes
+from rest_framework.parsers import MultiPartParser
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
 
 from classifier.models import Image
 from classifier.serializers import PredictionSerializer
 
-from . import selectors, services
-from .models import Annotation
+from . import selectors, services, transfer
+from .models import Annotation, ImportJob
 
 
 class CanAnnotate(permissions.BasePermission):
@@ -153,3 +156,70 @@ def image_feedback(request, image_id: int):
         return bad_request(e)
     return Response(AnnotationSerializer(annotation).data, status=status.HTTP_201_CREATED)
 
+
+
+class CanReview(permissions.BasePermission):
+    message = "Imports and exports need the reviewer role."
+
+    def has_permission(self, request, view):
+        return request.user.is_authenticated and request.user.has_perm("labeling.review")
+
+
+class ImportJobSerializer(serializers.ModelSerializer):
+    percent = serializers.IntegerField(read_only=True)
+
+    class Meta:
+        model = ImportJob
+        fields = ["id", "filename", "status", "total", "processed", "percent", "created_images", "existing_images",
+                  "rejected", "error", "created", "started", "finished"]
+
+
+class ImportRequestSerializer(serializers.Serializer):
+    file = serializers.FileField(help_text="a zip in ImageFolder layout: class/photo.jpg")
+
+
+@extend_schema(request={"multipart/form-data": ImportRequestSerializer}, responses={202: ImportJobSerializer})
+@api_view(["POST"])
+@permission_classes([CanReview])
+@parser_classes([MultiPartParser])
+def import_create(request):
+    """Import labelled photos from a zip; poll the job for progress and the rejected files."""
+    upload = request.FILES.get("file")
+    if upload is None:
+        return bad_request(ValueError("Send the zip as the multipart field `file`."))
+    try:
+        job = transfer.import_start(user=request.user, file=upload)
+    except transfer.ImportRejected as e:
+        return bad_request(e)
+    return Response(ImportJobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+@extend_schema(responses=ImportJobSerializer)
+@api_view(["GET"])
+@permission_classes([CanReview])
+def import_detail(request, job_id: int):
+    return Response(ImportJobSerializer(get_object_or_404(ImportJob, id=job_id)).data)
+
+
+EXPORTS = {
+    "zip": ("application/zip", "labels.zip", transfer.export_zip),
+    "csv": ("text/csv", "labels.csv", transfer.export_csv),
+    "json": ("application/json", "label-history.json", transfer.export_history_json),
+}
+
+
+@extend_schema(
+    parameters=[OpenApiParameter("kind", str, enum=list(EXPORTS), description="zip (ImageFolder), csv, json (history)")],
+    responses={(200, "application/octet-stream"): OpenApiTypes.BINARY},
+)
+@api_view(["GET"])
+@permission_classes([CanReview])
+def export(request):
+    """The current labels as an ImageFolder zip or CSV, or the full history as JSON."""
+    fmt = request.query_params.get("kind", "zip")
+    if fmt not in EXPORTS:
+        return bad_request(ValueError(f"Unknown format {fmt!r}; choose one of: {', '.join(EXPORTS)}"))
+    content_type, filename, make = EXPORTS[fmt]
+    response = HttpResponse(make(), content_type=content_type)
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response

@@ -10,4 +10,8 @@ urlpatterns = [
     path("api/review/skip/", api.skip, name="api-review-skip"),
     path("api/images/<int:image_id>/history/", api.image_history, name="api-image-history"),
     path("api/images/<int:image_id>/feedback/", api.image_feedback, name="api-image-feedback"),
+    path("labels/", views.labels, name="labels"),
+    path("api/imports/", api.import_create, name="api-import-create"),
+    path("api/imports/<int:job_id>/", api.import_detail, name="api-import-detail"),
+    path("api/export/", api.export, name="api-export"),
 ]

@@ -12,6 +12,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 
 from animalsite.urls import serve_media
 from classifier.models import Species, Upload
+from labeling.models import ImportJob
 from labeling.roles import role_group
 from tests.labeling.factories import predicted_image, with_margin
 
@@ -47,8 +48,12 @@ ROUTES = {
     "POST api-image-feedback": ("/api/images/{image}/feedback/", {"label": "cat"}),
     "GET api-schema": ("/api/schema/", None),
     "GET api-docs": ("/api/docs/", None),
+    "GET labels": ("/labels/", None),
+    "POST api-import-create": ("/api/imports/", {"note": "no file"}),
+    "GET api-import-detail": ("/api/imports/{import_job}/", None),
+    "GET api-export": ("/api/export/?kind=csv", None),
 }
-MULTIPART = {"POST api-image-list"}
+MULTIPART = {"POST api-image-list", "POST api-import-create"}
 
 EXPECTED = {
     #                         anonymous    owner        uploader     annotator    reviewer     staff
@@ -72,6 +77,10 @@ EXPECTED = {
     "POST api-image-feedback": (DENIED,     201,         403,         201,         201,         201),
     "GET api-schema":         (200,         200,         200,         200,         200,         200),
     "GET api-docs":           (200,         200,         200,         200,         200,         200),
+    "GET labels":             (LOGIN,       403,         403,         403,         200,         200),
+    "POST api-import-create": (DENIED,      403,         403,         403,         400,         400),
+    "GET api-import-detail":  (DENIED,      403,         403,         403,         200,         200),
+    "GET api-export":         (DENIED,      403,         403,         403,         200,         200),
 }
 
 
@@ -128,7 +137,8 @@ def test_it_enforces_the_permission_matrix(client, species, django_user_model, r
         client.force_login(user)
     method, name = route.split(" ", 1)
     path_template, body = ROUTES[route]
-    path = path_template.format(image=image.id, species=Species.objects.get(name="cat").id)
+    job = ImportJob.objects.create(archive="imports/x.zip", filename="x.zip")
+    path = path_template.format(image=image.id, species=Species.objects.get(name="cat").id, import_job=job.id)
 
     if method == "GET":
         response = client.get(path)
