@@ -212,6 +212,10 @@ REVIEW_RANDOM_SHARE = float(env_int("REVIEW_RANDOM_PERCENT", 10, minimum=0)) / 1
 REVIEW_CLAIM_SECONDS = env_int("REVIEW_CLAIM_SECONDS", 600, minimum=5)
 REVIEW_CANDIDATE_LIMIT = env_int("REVIEW_CANDIDATE_LIMIT", 5000, minimum=10)
 REVIEW_PREFETCH = env_int("REVIEW_PREFETCH", 3, minimum=1)
+# This share of images (chosen by content hash) is labelled by two annotators, for agreement.
+DOUBLE_ANNOTATION_PERCENT = env_int("DOUBLE_ANNOTATION_PERCENT", 10, minimum=0)
+if DOUBLE_ANNOTATION_PERCENT > 100:
+    raise ImproperlyConfigured("DOUBLE_ANNOTATION_PERCENT must be between 0 and 100")
 if REVIEW_RANDOM_SHARE > 1:
     raise ImproperlyConfigured("REVIEW_RANDOM_PERCENT must be between 0 and 100")
 _strategies = ("margin_diverse", "margin", "entropy", "random")

@@ -1,7 +1,7 @@
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import permissions, serializers, status
 from rest_framework.decorators import api_view, parser_classes, permission_classes
 from rest_framework.parsers import MultiPartParser
@@ -223,3 +223,15 @@ def export(request):
     response = HttpResponse(make(), content_type=content_type)
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
+
+
+@extend_schema(responses=inline_serializer("Agreement", {
+    "pairs": serializers.ListField(child=serializers.DictField()),
+    "confusion": serializers.ListField(child=serializers.DictField()),
+    "disagreements_open": serializers.IntegerField(),
+}))
+@api_view(["GET"])
+@permission_classes([CanReview])
+def agreement(request):
+    """Inter-annotator agreement on double-annotated images: Cohen's kappa per pair."""
+    return Response(selectors.agreement())

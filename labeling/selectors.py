@@ -5,7 +5,7 @@ from typing import Iterable
 
 import numpy as np
 from django.conf import settings
-from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from classifier.ml.active_learning import QueueParams, select_batch
@@ -70,33 +70,111 @@ def live_claims(user) -> QuerySet[Claim]:
     return Claim.objects.filter(user=user, expires__gt=timezone.now()).select_related("image").order_by("created", "id")
 
 
-def queue_candidates(user) -> QuerySet[Image]:
-    """Predicted images with no human label that this user has not seen and nobody holds."""
-    now = timezone.now()
-    human_label = Annotation.objects.filter(
-        image=OuterRef("pk"), role__in=HUMAN_ROLES, kind__in=Annotation.LABELLING_KINDS, reverted_by__isnull=True
+def _live_labels():
+    return Annotation.objects.filter(kind__in=Annotation.LABELLING_KINDS, reverted_by__isnull=True)
+
+
+def wants_second_opinion(sha256: str) -> bool:
+    """Whether an image goes to two annotators: a stable share of images, by content hash."""
+    return int(sha256[:8], 16) % 100 < settings.DOUBLE_ANNOTATION_PERCENT
+
+
+def awaiting_second_annotator() -> list[int]:
+    """Images chosen for double annotation that have exactly one annotator's label so far."""
+    if settings.DOUBLE_ANNOTATION_PERCENT <= 0:
+        return []
+    reviewed = _live_labels().filter(role=Annotation.Role.REVIEWER).values("image_id")
+    once = (
+        _live_labels().filter(role=Annotation.Role.ANNOTATOR).exclude(image_id__in=reviewed)
+        .values("image_id").annotate(n=Count("user_id", distinct=True)).filter(n=1)
+        .values_list("image_id", "image__sha256")
     )
+    return [image_id for image_id, sha in once if wants_second_opinion(sha)]
+
+
+def disagreements() -> list[int]:
+    """Images two annotators labelled differently and no reviewer has settled yet."""
+    reviewed = _live_labels().filter(role=Annotation.Role.REVIEWER).values("image_id")
+    by_image: dict[int, dict[int, str]] = defaultdict(dict)
+    rows = (
+        _live_labels().filter(role=Annotation.Role.ANNOTATOR).exclude(image_id__in=reviewed)
+        .order_by("created", "id").values_list("image_id", "user_id", "label")
+    )
+    for image_id, user_id, label in rows:
+        by_image[image_id][user_id] = label  # a user's latest label counts
+    return sorted(i for i, labels in by_image.items() if len(labels) >= 2 and len(set(labels.values())) > 1)
+
+
+def queue_candidates(user) -> QuerySet[Image]:
+    """Predicted images this user has not seen and nobody holds, that still need a label:
+    none yet, or a second opinion (double annotation), or, for reviewers, a settled dispute."""
+    now = timezone.now()
+    human_label = _live_labels().filter(image=OuterRef("pk"), role__in=HUMAN_ROLES)
     seen = Annotation.objects.filter(image=OuterRef("pk"), user=user)
     skipped = Skip.objects.filter(image=OuterRef("pk"), user=user)
     held = Claim.objects.filter(image=OuterRef("pk"), expires__gt=now)
+    needs_label = ~Exists(human_label) | Q(id__in=awaiting_second_annotator())
+    if user.has_perm("labeling.review"):
+        needs_label |= Q(id__in=disagreements())
     return (
         Image.objects.filter(status=Image.Status.PREDICTED)
-        .filter(~Exists(human_label), ~Exists(seen), ~Exists(skipped), ~Exists(held))
+        .filter(needs_label)
+        .filter(~Exists(seen), ~Exists(skipped), ~Exists(held))
         .order_by("-created", "-id")
     )
 
 
 def queue_order(user, *, count: int) -> list[int]:
-    """Image ids for the user's next `count` items: feedback first, then the strategy."""
+    """Image ids for the user's next `count` items: disagreements first (reviewers), then
+    uploader feedback, then the strategy."""
     candidates = queue_candidates(user)
+    first = []
+    if user.has_perm("labeling.review"):
+        first = list(candidates.filter(id__in=disagreements()).values_list("id", flat=True)[:count])
     feedback = Annotation.objects.filter(image=OuterRef("pk"), kind=Annotation.Kind.FEEDBACK, reverted_by__isnull=True)
-    first = list(candidates.filter(Exists(feedback)).values_list("id", flat=True)[:count])
+    first += list(candidates.filter(Exists(feedback)).exclude(id__in=first).values_list("id", flat=True)[:count])
+    first = first[:count]
     if len(first) >= count:
         return first
     rest_ids = list(candidates.exclude(id__in=first).values_list("id", flat=True)[: settings.REVIEW_CANDIDATE_LIMIT])
     if not rest_ids:
         return first
     return first + rank_images(rest_ids, count=count - len(first), seed=user.id or 0)
+
+
+def agreement() -> dict:
+    """Cohen's kappa for each pair of annotators on the images both labelled, and the
+    label-by-label confusion of all such pairs ("" is "not an animal")."""
+    from sklearn.metrics import cohen_kappa_score
+
+    latest: dict[int, dict[str, str]] = defaultdict(dict)
+    rows = (
+        _live_labels().filter(role=Annotation.Role.ANNOTATOR).order_by("created", "id")
+        .values_list("image_id", "user__username", "label")
+    )
+    for image_id, username, label in rows:
+        latest[image_id][username] = label or "(none)"
+    pairs: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
+    confusion: dict[tuple[str, str], int] = defaultdict(int)
+    for labels in latest.values():
+        users = sorted(labels)
+        for i, a in enumerate(users):
+            for b in users[i + 1:]:
+                pairs[(a, b)].append((labels[a], labels[b]))
+                confusion[tuple(sorted((labels[a], labels[b])))] += 1
+    result = []
+    for (a, b), items in sorted(pairs.items()):
+        left, right = [x for x, _ in items], [y for _, y in items]
+        agree = sum(x == y for x, y in items) / len(items)
+        # kappa is undefined when both annotators used a single class throughout.
+        kappa = float(cohen_kappa_score(left, right)) if len(set(left) | set(right)) > 1 else None
+        result.append({"annotators": [a, b], "images": len(items), "agreement": round(agree, 4),
+                       "kappa": round(kappa, 4) if kappa is not None else None})
+    return {
+        "pairs": result,
+        "confusion": [{"labels": list(k), "images": n} for k, n in sorted(confusion.items(), key=lambda kv: -kv[1])],
+        "disagreements_open": len(disagreements()),
+    }
 
 
 def rank_images(image_ids: list[int], *, count: int, seed: int = 0) -> list[int]:

@@ -14,4 +14,5 @@ urlpatterns = [
     path("api/imports/", api.import_create, name="api-import-create"),
     path("api/imports/<int:job_id>/", api.import_detail, name="api-import-detail"),
     path("api/export/", api.export, name="api-export"),
+    path("api/agreement/", api.agreement, name="api-agreement"),
 ]

@@ -4,6 +4,7 @@ from django.shortcuts import render
 
 from classifier.selectors import active_species
 
+from . import selectors
 from .models import ImportJob
 
 
@@ -17,4 +18,5 @@ def review(request):
 @login_required
 @permission_required("labeling.review", raise_exception=True)
 def labels(request):
-    return render(request, "labeling/labels.html", {"jobs": ImportJob.objects.all()[:10]})
+    ctx = {"jobs": ImportJob.objects.all()[:10], "agreement": selectors.agreement()}
+    return render(request, "labeling/labels.html", ctx)

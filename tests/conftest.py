@@ -40,6 +40,12 @@ def _queues(settings, queue_names):
         setattr(settings, name, value)
 
 
+@pytest.fixture(autouse=True)
+def _single_annotation(settings):
+    # Tests that want double annotation turn it on; by default each image is labelled once.
+    settings.DOUBLE_ANNOTATION_PERCENT = 0
+
+
 @pytest.fixture
 def alice(django_user_model):
     return django_user_model.objects.create_user("alice", password="alice-password-1")

@@ -52,6 +52,7 @@ ROUTES = {
     "POST api-import-create": ("/api/imports/", {"note": "no file"}),
     "GET api-import-detail": ("/api/imports/{import_job}/", None),
     "GET api-export": ("/api/export/?kind=csv", None),
+    "GET api-agreement": ("/api/agreement/", None),
 }
 MULTIPART = {"POST api-image-list", "POST api-import-create"}
 
@@ -81,6 +82,7 @@ EXPECTED = {
     "POST api-import-create": (DENIED,      403,         403,         403,         400,         400),
     "GET api-import-detail":  (DENIED,      403,         403,         403,         200,         200),
     "GET api-export":         (DENIED,      403,         403,         403,         200,         200),
+    "GET api-agreement":      (DENIED,      403,         403,         403,         200,         200),
 }
 
 
