@@ -6,9 +6,18 @@ from .models import Embedding, Image, ModelVersion, Prediction, Species, Upload
 
 @admin.register(Species)
 class SpeciesAdmin(admin.ModelAdmin):
-    list_display = ["name", "display_name", "active", "imagenet_classes"]
+    list_display = ["name", "display_name", "active", "merged_into", "imagenet_classes"]
     list_filter = ["active"]
     search_fields = ["name", "display_name"]
+    readonly_fields = ["merged_into"]
+    actions = ["merge_into_first"]
+
+    @admin.action(description="Merge the selected classes into the first one selected (by name)")
+    def merge_into_first(self, request, queryset):
+        target, *sources = list(queryset.order_by("name"))
+        for source in sources:
+            services.species_merge(source=source, target=target)
+        self.message_user(request, f"Merged {', '.join(s.name for s in sources) or 'nothing'} into {target.name}.")
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)

@@ -21,6 +21,10 @@ class Species(models.Model):
         default=list, blank=True, help_text="ImageNet-1k class indices (0-999) summed into this class for zero-shot"
     )
     active = models.BooleanField(default=True)
+    merged_into = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="merged_from",
+        help_text="set by a merge: labels of this class now count as that class",
+    )
     created = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -33,6 +37,14 @@ class Species(models.Model):
     @property
     def label(self) -> str:
         return self.display_name or self.name
+
+    def resolved(self) -> "Species":
+        """The class this one's labels count as today, following merges."""
+        species, seen = self, set()
+        while species.merged_into_id and species.id not in seen:
+            seen.add(species.id)
+            species = species.merged_into
+        return species
 
 
 class Image(models.Model):

@@ -66,6 +66,23 @@ def _species_new(*, name: str, display_name: str = "", imagenet_classes: list[in
     return Species.objects.create(name=name, display_name=display_name, imagenet_classes=imagenet_classes)
 
 
+@transaction.atomic
+def species_merge(*, source: Species, target: Species) -> Species:
+    """Fold `source` into `target`: its labels count as target's from now on, its ImageNet
+    classes join target's, and it is retired. No label row is rewritten: history keeps
+    what each person chose, under the name they saw."""
+    if source.id == target.id or target.resolved().id == source.id:
+        raise ValueError("A class cannot be merged into itself.")
+    target = target.resolved()
+    target.imagenet_classes = sorted(set(target.imagenet_classes) | set(source.imagenet_classes))
+    target.save(update_fields=["imagenet_classes"])
+    source.merged_into = target
+    source.active = False
+    source.save(update_fields=["merged_into", "active"])
+    zero_shot_version_sync()
+    return target
+
+
 def zero_shot_card() -> ModelCard:
     class_map = {s.name: list(s.imagenet_classes) for s in Species.objects.filter(active=True)}
     return ModelCard.zero_shot(backbone=settings.DEFAULT_BACKBONE, class_map=class_map)

@@ -36,6 +36,10 @@ def current_labels(image_ids: Iterable[int]) -> dict[int, Annotation]:
     for image_id, annotations in by_image.items():
         winner = _winner(annotations)
         if winner is not None:
+            if winner.species is not None and winner.species.merged_into_id:
+                # Report the label under its class's name today (after merges); the stored
+                # row keeps the name the annotator chose. In memory only, never saved.
+                winner.label = winner.species.resolved().name
             result[image_id] = winner
     return result
 

@@ -3,6 +3,11 @@
 Features are standardised with the training mean and deviation while fitting, so one grid of
 weight decays suits every backbone; the scaling is then folded into the layer, so the saved
 head is a plain nn.Linear on raw embeddings.
+
+scikit-learn's LogisticRegression was measured against it (5-fold CV on the non-test part of
+caltech101-animals, flip-averaged Lite0 features): 96.7-97.0% across our grid against 96.9%
+across C in 0.01..1, at a similar time per setting; this one warm-starts along the grid and
+needs no conversion to serve.
 """
 
 from dataclasses import dataclass

@@ -86,7 +86,9 @@ class TrainConfig:
     weight_decays: tuple[float, ...] = WEIGHT_DECAY_GRID
     # finetune
     epochs: int = 30
-    lr: float = 3e-4
+    # Chosen on validation macro-F1 on caltech101-animals (CPU, a few epochs): 1e-4 peaked at
+    # 0.927, 3e-4 at 0.913; with a linear-probe head, a larger step mostly unlearns features.
+    lr: float = 1e-4
     weight_decay: float = 0.05
     label_smoothing: float = 0.1
     warmup_epochs: int = 2
@@ -116,6 +118,9 @@ class TrainConfig:
 
     @property
     def use_tta(self) -> bool:
+        # Measured for the head by 5-fold CV on the non-test part of caltech101-animals:
+        # flip-averaged Lite0 features gave NLL 0.094 against 0.109 and accuracy 96.9% against
+        # 96.6%, for twice the backbone time (L2-normalising the features did not help).
         return self.mode == KIND_HEAD if self.tta is None else self.tta
 
     @property

@@ -11,7 +11,9 @@ import pytest
 from django.forms.models import model_to_dict
 from django.utils import timezone
 
+from classifier import services as classifier_services
 from classifier.models import Species
+from classifier.selectors import production_model
 from labeling import selectors, services
 from labeling.models import Annotation
 from tests.labeling.factories import annotate, predicted_image, with_margin
@@ -146,3 +148,20 @@ def test_it_never_updates_an_annotation(settings, image, annotator):
     assert model_to_dict(rows[0]) == before
     assert rows[1].reverts_id == first.id
     assert label_of(image) == "llama"
+
+
+def test_it_counts_labels_of_a_merged_class_as_the_target(species, django_user_model):
+    image = predicted_image(version=species, probs=with_margin(species, 0.3))
+    user = django_user_model.objects.create_user("ann")
+    Annotation.objects.create(image=image, kind="corrected", role="annotator", user=user,
+                              species=Species.objects.get(name="dalmatian"), label="dalmatian")
+
+    classifier_services.species_merge(source=Species.objects.get(name="dalmatian"),
+                                      target=Species.objects.get(name="dog"))
+
+    assert selectors.current_label(image).label == "dog"
+    assert Annotation.objects.get().label == "dalmatian"  # history keeps what was chosen
+    dog = Species.objects.get(name="dog")
+    assert 251 in dog.imagenet_classes  # ImageNet's dalmatian now counts as dog
+    assert not Species.objects.get(name="dalmatian").active
+    assert "dalmatian" not in production_model().card["classes"]
