@@ -46,6 +46,19 @@ def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
     return number
 
 
+def env_float(name: str, default: float, *, minimum: float | None = None, maximum: float | None = None) -> float:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={value!r} is not a number") from None
+    if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
+        raise ImproperlyConfigured(f"{name}={number} must be between {minimum} and {maximum}")
+    return number
+
+
 def env_list(name: str, default: list[str]) -> list[str]:
     value = os.environ.get(name)
     if value is None or value.strip() == "":
@@ -205,6 +218,34 @@ TORCH_NUM_THREADS = env_int("TORCH_NUM_THREADS", 0, minimum=0)  # 0: torch's own
 WEIGHTS_DIR = env_str("WEIGHTS_DIR")  # extra folder searched for torchvision weight files
 # A prediction claimed longer ago than this is taken to be from a dead worker and redone.
 PREDICTION_CLAIM_TIMEOUT_S = env_int("PREDICTION_CLAIM_TIMEOUT_S", 300, minimum=10)
+
+# Training and the model registry. Model folders must be readable by every worker and web
+# process: a shared volume in a multi-node deployment (see docker-compose.yml).
+MODELS_ROOT = Path(env_str("MODELS_ROOT", str(VAR_DIR / "models")))
+EMBEDDING_CACHE_DIR = Path(env_str("EMBEDDING_CACHE_DIR", str(VAR_DIR / "embeddings")))
+# Where training reads the current labels from: {image id: class name}. A dotted path, so
+# classifier never imports labeling (labeling depends on classifier, not the reverse).
+TRAINING_LABELS_SOURCE = env_str("TRAINING_LABELS_SOURCE", "labeling.datasets.training_labels")
+RETRAIN_AFTER_LABELS = env_int("RETRAIN_AFTER_LABELS", 50, minimum=0)  # 0: never by label count
+RETRAIN_MODE = env_str("RETRAIN_MODE", "head")
+TRAINING_MIN_PER_CLASS = env_int("TRAINING_MIN_PER_CLASS", 5, minimum=2)
+TRAINING_TEST_FRACTION = env_float("TRAINING_TEST_FRACTION", 0.3, minimum=0.05, maximum=0.9)
+TRAINING_VAL_FRACTION = env_float("TRAINING_VAL_FRACTION", 0.15, minimum=0.05, maximum=0.9)
+# Plain (not flip-averaged) features for the head: the ones every prediction already stores,
+# so a head retrain and a re-score never run the backbone for an image seen before.
+TRAINING_HEAD_TTA = env_bool("TRAINING_HEAD_TTA", False)
+TRAINING_EPOCHS = env_int("TRAINING_EPOCHS", 30, minimum=1)  # finetune
+TRAINING_BATCH_SIZE = env_int("TRAINING_BATCH_SIZE", 32, minimum=1)
+TRAINING_DEVICE = env_str("TRAINING_DEVICE", "auto")  # auto: cuda when present
+# A running training run whose worker has not reported for this long is marked failed.
+TRAINING_HEARTBEAT_TIMEOUT_S = env_int("TRAINING_HEARTBEAT_TIMEOUT_S", 600, minimum=2)
+PROMOTION_MAX_CLASS_DROP = env_float("PROMOTION_MAX_CLASS_DROP", 0.02, minimum=0.0, maximum=1.0)
+PROMOTION_MIN_TEST_IMAGES = env_int("PROMOTION_MIN_TEST_IMAGES", 10, minimum=1)
+REPREDICT_CHUNK_SIZE = env_int("REPREDICT_CHUNK_SIZE", 64, minimum=1)
+if RETRAIN_MODE not in ("head", "finetune"):
+    raise ImproperlyConfigured(f"RETRAIN_MODE={RETRAIN_MODE!r}; choose one of: head, finetune")
+if TRAINING_DEVICE not in ("auto", "cpu", "cuda"):
+    raise ImproperlyConfigured(f"TRAINING_DEVICE={TRAINING_DEVICE!r}; choose one of: auto, cpu, cuda")
 
 # Review queue (labeling).
 REVIEW_QUEUE_STRATEGY = env_str("REVIEW_QUEUE_STRATEGY", "margin_diverse")

@@ -120,6 +120,13 @@ class ModelVersion(models.Model):
     card_sha256 = models.CharField(max_length=64)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.CANDIDATE)
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL)
+    # Trained kinds: the folder under MODELS_ROOT with card.json and the weights, written
+    # atomically before this row exists. Zero-shot versions need no files.
+    model_dir = models.CharField(max_length=255, blank=True)
+    snapshot = models.ForeignKey("DatasetSnapshot", null=True, blank=True, on_delete=models.PROTECT,
+                                 related_name="versions")
+    gate = models.JSONField(default=dict, blank=True, help_text="the promotion gate's verdict against the champion")
+    status_reason = models.TextField(blank=True)
     created = models.DateTimeField(default=timezone.now)
     promoted = models.DateTimeField(null=True, blank=True)
 
@@ -139,6 +146,119 @@ class ModelVersion(models.Model):
     @property
     def classes(self) -> list[str]:
         return list(self.card["classes"])
+
+    @property
+    def metrics(self) -> dict:
+        return self.card.get("metrics", {})
+
+    @property
+    def training(self) -> dict:
+        return self.card.get("training", {})
+
+    def get_absolute_url(self) -> str:
+        return reverse("model-version-detail", args=[self.id])
+
+
+class ModelEvent(models.Model):
+    """Every change of the production version, and why: an audit log, never edited."""
+
+    class Action(models.TextChoices):
+        PROMOTED = "promoted"  # by the gate or the zero-shot sync
+        PROMOTED_BY_HAND = "promoted_by_hand"
+        ROLLED_BACK = "rolled_back"
+        KEPT_CANDIDATE = "kept_candidate"  # the gate said no
+
+    version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="events")
+    previous = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    action = models.CharField(max_length=32, choices=Action.choices)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    reason = models.TextField(blank=True)
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+
+
+class DatasetSnapshot(models.Model):
+    """A frozen list of (image, label, split): exactly what one training run read.
+
+    The split of an image comes from its content hash (classifier.ml.datasets), so an image
+    in one snapshot's test split is in every later snapshot's test split too.
+    """
+
+    sha256 = models.CharField(max_length=64, unique=True)  # of the sorted (content, label, split) lines
+    items = models.JSONField()  # [[image_id, image_sha256, label, split], ...]
+    classes = models.JSONField()
+    counts = models.JSONField()  # label -> {"train": n, "val": n, "test": n}
+    excluded = models.JSONField(default=dict, blank=True)  # label -> why it was left out
+    test_fraction = models.FloatField()
+    val_fraction = models.FloatField()
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+
+    def __str__(self) -> str:
+        return f"snapshot {self.sha256[:12]} ({len(self.items)} images, {len(self.classes)} classes)"
+
+    def split(self, name: str) -> list[list]:
+        return [item for item in self.items if item[3] == name]
+
+
+class TrainingRun(models.Model):
+    """One request to train: queued, then run by one worker, leaving a candidate version or a reason."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    class Trigger(models.TextChoices):
+        MANUAL = "manual"
+        LABELS = "labels"
+        SCHEDULE = "schedule"
+
+    FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+
+    mode = models.CharField(max_length=16)  # head, finetune
+    trigger = models.CharField(max_length=16, choices=Trigger.choices)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    options = models.JSONField(default=dict, blank=True)  # overrides of the training settings, e.g. epochs
+    snapshot = models.ForeignKey(DatasetSnapshot, null=True, blank=True, on_delete=models.PROTECT,
+                                 related_name="runs")
+    version = models.OneToOneField(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="training_run")
+    stage = models.CharField(max_length=32, blank=True)
+    progress = models.JSONField(default=dict, blank=True)  # done, total, epoch, epochs, percent, eta_s, metrics
+    history = models.JSONField(default=list, blank=True)  # one row per finished epoch
+    cancel_requested = models.BooleanField(default=False)
+    heartbeat = models.DateTimeField(null=True, blank=True)
+    enqueued = models.DateTimeField(null=True, blank=True)  # when a task for it was last sent
+    worker = models.CharField(max_length=255, blank=True)
+    error = models.TextField(blank=True)
+    created = models.DateTimeField(default=timezone.now)
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        permissions = [("train", "Can start, cancel, promote and roll back models")]
+        constraints = [
+            # One run at a time, whatever races the code above loses.
+            models.UniqueConstraint(fields=["status"], condition=Q(status="running"), name="one_running_training"),
+            # A second request for the same mode joins the queued run instead of adding one.
+            models.UniqueConstraint(fields=["mode"], condition=Q(status="queued"), name="one_queued_training_per_mode"),
+        ]
+
+    def __str__(self) -> str:
+        return f"training run {self.id} ({self.mode}, {self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED
 
 
 class Prediction(models.Model):

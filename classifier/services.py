@@ -15,6 +15,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from . import selectors, serving
+from .training import model_promote  # noqa: F401 (part of this module's API)
 from .ml.images import DecodedImage, InvalidImage, decode_image, encode_jpeg, fit_within
 from .ml.predict import ModelCard
 from .ml.zero_shot import OTHER, default_mapping
@@ -116,23 +117,8 @@ def zero_shot_version_sync() -> ModelVersion:
             version = ModelVersion.objects.get(kind="zero_shot", card_sha256=digest)
     current = selectors.production_model()
     if current is None or (current.kind == "zero_shot" and current.id != version.id):
-        model_promote(version=version)
+        model_promote(version=version, reason="zero-shot: the class list or ImageNet mapping changed")
         version.refresh_from_db()
-    return version
-
-
-@transaction.atomic
-def model_promote(*, version: ModelVersion) -> ModelVersion:
-    # Lock the current champion so two promotions serialise; the partial unique index on
-    # status='production' is the backstop if anything ever bypasses this function.
-    current = ModelVersion.objects.select_for_update().filter(status=ModelVersion.Status.PRODUCTION).first()
-    if current is not None and current.id != version.id:
-        current.status = ModelVersion.Status.RETIRED
-        current.save(update_fields=["status"])
-    version.status = ModelVersion.Status.PRODUCTION
-    version.promoted = timezone.now()
-    version.save(update_fields=["status", "promoted"])
-    logger.info("model %s promoted (was %s)", version.name, current.name if current else None)
     return version
 
 
@@ -307,6 +293,10 @@ def _prediction_save(*, image: Image, version: ModelVersion, result, backend: st
             created=now,
         ),
     )
+    if version.card.get("tta"):
+        # Flip-averaged features are not the plain ones the cache holds for every image.
+        Image.objects.filter(id=image.id).update(status=Image.Status.PREDICTED, status_changed=now, error="")
+        return prediction
     vector = np.asarray(result.embedding, dtype="<f4")
     Embedding.objects.get_or_create(
         image=image, backbone=version.backbone, defaults={"dim": int(vector.size), "vector": vector.tobytes()}

@@ -1,9 +1,19 @@
 from django.urls import path
 
-from . import views
+from . import training_api, views
 
 urlpatterns = [
     path("", views.upload, name="upload"),
     path("images/<int:image_id>/", views.image_detail, name="image-detail"),
     path("healthz", views.healthz, name="healthz"),
+    path("training/", views.training_page, name="training"),
+    path("models/<int:version_id>/", views.version_page, name="model-version-detail"),
+    path("api/training/runs/", training_api.runs, name="api-training-runs"),
+    path("api/training/runs/<int:run_id>/", training_api.run_detail, name="api-training-run"),
+    path("api/training/runs/<int:run_id>/cancel/", training_api.run_cancel, name="api-training-cancel"),
+    path("api/models/", training_api.versions, name="api-models"),
+    path("api/models/<int:version_id>/", training_api.version_detail, name="api-model"),
+    path("api/models/<int:version_id>/promote/", training_api.version_promote, name="api-model-promote"),
+    path("api/models/rollback/", training_api.rollback, name="api-models-rollback"),
+    path("api/models/events/", training_api.events, name="api-model-events"),
 ]

@@ -1,11 +1,13 @@
 from django.conf import settings
-from django.contrib.auth.decorators import login_required
+from django.contrib.auth.decorators import login_required, permission_required
 from django.db import connection
 from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, render
 
-from . import selectors
-from .models import Image
+from django_celery_beat.models import PeriodicTask
+
+from . import charts, selectors
+from .models import Image, ModelEvent, ModelVersion, TrainingRun
 
 
 @login_required
@@ -37,3 +39,34 @@ def healthz(request):
     except Exception as e:  # report, don't raise: this page must answer
         return JsonResponse({"ok": False, "database": str(e)}, status=503)
     return JsonResponse({"ok": True, "model": getattr(selectors.production_model(), "name", None)})
+
+
+@login_required
+@permission_required("classifier.train", raise_exception=True)
+def training_page(request):
+    ctx = {
+        "production": selectors.production_model(),
+        "versions": ModelVersion.objects.select_related("parent", "snapshot")[:30],
+        "events": ModelEvent.objects.select_related("version", "previous", "user")[:15],
+        "schedules": PeriodicTask.objects.filter(task__startswith="classifier.tasks.training").order_by("name"),
+        "retrain_after": settings.RETRAIN_AFTER_LABELS,
+        "retrain_mode": settings.RETRAIN_MODE,
+    }
+    return render(request, "classifier/training.html", ctx)
+
+
+@login_required
+@permission_required("classifier.train", raise_exception=True)
+def version_page(request, version_id: int):
+    version = get_object_or_404(ModelVersion.objects.select_related("parent", "snapshot"), id=version_id)
+    test = version.metrics.get("test", {})
+    ctx = {
+        "version": version,
+        "run": TrainingRun.objects.filter(version=version).first(),
+        "test": test,
+        "per_class": [{"label": k, **v} for k, v in test.get("per_class", {}).items()],
+        "confusion": charts.confusion_rows(test.get("classes", []), test.get("confusion_matrix", [])),
+        "curves": charts.training_curves(version.kind, version.training.get("history", [])),
+        "events": version.events.select_related("previous", "user"),
+    }
+    return render(request, "classifier/version.html", ctx)

@@ -5,15 +5,15 @@ ROLES = {
     "uploader": [("classifier", "add_image")],
     "annotator": [("classifier", "add_image"), ("classifier", "view_image"), ("labeling", "annotate")],
     "reviewer": [("classifier", "add_image"), ("classifier", "view_image"), ("labeling", "annotate"),
-                 ("labeling", "review")],
+                 ("labeling", "review"), ("classifier", "train")],
 }
 
 
-def ensure_roles(Group, Permission) -> dict:
+def ensure_roles(Group, Permission, roles: dict | None = None) -> dict:
     """name -> Group with exactly its permissions; takes model classes so migrations can pass
-    their historical models."""
+    their historical models (and the roles as they were at that migration)."""
     groups = {}
-    for name, perms in ROLES.items():
+    for name, perms in (roles or ROLES).items():
         group, _ = Group.objects.get_or_create(name=name)
         group.permissions.add(
             *[Permission.objects.get(content_type__app_label=app, codename=codename) for app, codename in perms]

@@ -4,6 +4,7 @@ Every write appends; nothing here updates an Annotation. Conflicts (a stale clai
 that changed since the client loaded it) raise Conflict, which the API turns into a 409.
 """
 
+import logging
 import secrets
 from datetime import timedelta
 
@@ -11,12 +12,15 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from classifier.models import Image, Species
+from classifier import training
+from classifier.models import Image, Species, TrainingRun
 
 from . import selectors
+from .datasets import labels_since
 from .models import Annotation, Claim, Skip
 
 ACTIONS = ("accept", "choose", "reject")
+logger = logging.getLogger(__name__)
 
 
 class Conflict(Exception):
@@ -143,7 +147,32 @@ def decision_make(*, user, token: str, action: str, label: str | None = None, ba
         time_taken_ms=time_taken_ms,
     )
     claim.delete()
+    transaction.on_commit(_retrain_check_enqueue)
     return annotation
+
+
+def _retrain_check_enqueue() -> None:
+    if settings.RETRAIN_AFTER_LABELS > 0:
+        from .tasks import retrain_if_due
+
+        retrain_if_due.delay()
+
+
+def retrain_if_due() -> TrainingRun | None:
+    """A training run once RETRAIN_AFTER_LABELS labels arrived since the last run was asked for.
+
+    Runs in a worker (decisions only enqueue the check): counting is cheap, but checking the
+    labels can be trained on reads them all."""
+    if settings.RETRAIN_AFTER_LABELS <= 0:
+        return None
+    last = TrainingRun.objects.order_by("-created", "-id").first()
+    if labels_since(last.created if last else None) < settings.RETRAIN_AFTER_LABELS:
+        return None
+    try:
+        return training.training_request(mode=settings.RETRAIN_MODE, trigger=TrainingRun.Trigger.LABELS)
+    except training.TrainingRefused as e:
+        logger.info("retrain after labels skipped: %s", e)
+        return None
 
 
 def _species(label: str | None) -> Species:

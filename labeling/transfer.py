@@ -89,6 +89,9 @@ def import_run(*, job_id: int) -> ImportJob | None:
     job.status = ImportJob.Status.DONE
     job.finished = timezone.now()
     job.save(update_fields=["status", "finished"])
+    from .services import retrain_if_due  # imported labels count towards the next retrain
+
+    retrain_if_due()
     return job
 
 

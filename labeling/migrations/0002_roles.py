@@ -3,7 +3,15 @@
 from django.contrib.auth.management import create_permissions
 from django.db import migrations
 
-from labeling.roles import ROLES, ensure_roles
+from labeling.roles import ensure_roles
+
+# The roles as this migration made them; later migrations add permissions.
+ROLES = {
+    "uploader": [("classifier", "add_image")],
+    "annotator": [("classifier", "add_image"), ("classifier", "view_image"), ("labeling", "annotate")],
+    "reviewer": [("classifier", "add_image"), ("classifier", "view_image"), ("labeling", "annotate"),
+                 ("labeling", "review")],
+}
 
 
 def create_roles(apps, schema_editor):
@@ -12,7 +20,7 @@ def create_roles(apps, schema_editor):
         app_config.models_module = True
         create_permissions(app_config, apps=apps, verbosity=0)
         app_config.models_module = None
-    ensure_roles(apps.get_model("auth", "Group"), apps.get_model("auth", "Permission"))
+    ensure_roles(apps.get_model("auth", "Group"), apps.get_model("auth", "Permission"), ROLES)
 
 
 def remove_roles(apps, schema_editor):

@@ -11,7 +11,7 @@ import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from animalsite.urls import serve_media
-from classifier.models import Species, Upload
+from classifier.models import Species, TrainingRun, Upload
 from labeling.models import ImportJob
 from labeling.roles import role_group
 from tests.labeling.factories import predicted_image, with_margin
@@ -53,6 +53,17 @@ ROUTES = {
     "GET api-import-detail": ("/api/imports/{import_job}/", None),
     "GET api-export": ("/api/export/?kind=csv", None),
     "GET api-agreement": ("/api/agreement/", None),
+    "GET training": ("/training/", None),
+    "GET model-version-detail": ("/models/{version}/", None),
+    "GET api-training-runs": ("/api/training/runs/", None),
+    "POST api-training-runs": ("/api/training/runs/", {"mode": "not-a-mode"}),
+    "GET api-training-run": ("/api/training/runs/{run}/", None),
+    "POST api-training-cancel": ("/api/training/runs/{run}/cancel/", {}),
+    "GET api-models": ("/api/models/", None),
+    "GET api-model": ("/api/models/{version}/", None),
+    "POST api-model-promote": ("/api/models/{version}/promote/", {}),
+    "POST api-models-rollback": ("/api/models/rollback/", {}),
+    "GET api-model-events": ("/api/models/events/", None),
 }
 MULTIPART = {"POST api-image-list", "POST api-import-create"}
 
@@ -83,6 +94,19 @@ EXPECTED = {
     "GET api-import-detail":  (DENIED,      403,         403,         403,         200,         200),
     "GET api-export":         (DENIED,      403,         403,         403,         200,         200),
     "GET api-agreement":      (DENIED,      403,         403,         403,         200,         200),
+    # Training: reviewers and staff. The run is finished (cancel: 409), the version is the
+    # production one (promote: 409) and it has no predecessor (rollback: 409).
+    "GET training":           (LOGIN,       403,         403,         403,         200,         200),
+    "GET model-version-detail": (LOGIN,     403,         403,         403,         200,         200),
+    "GET api-training-runs":  (DENIED,      403,         403,         403,         200,         200),
+    "POST api-training-runs": (DENIED,      403,         403,         403,         400,         400),
+    "GET api-training-run":   (DENIED,      403,         403,         403,         200,         200),
+    "POST api-training-cancel": (DENIED,    403,         403,         403,         409,         409),
+    "GET api-models":         (DENIED,      403,         403,         403,         200,         200),
+    "GET api-model":          (DENIED,      403,         403,         403,         200,         200),
+    "POST api-model-promote": (DENIED,      403,         403,         403,         409,         409),
+    "POST api-models-rollback": (DENIED,    403,         403,         403,         409,         409),
+    "GET api-model-events":   (DENIED,      403,         403,         403,         200,         200),
 }
 
 
@@ -140,7 +164,9 @@ def test_it_enforces_the_permission_matrix(client, species, django_user_model, r
     method, name = route.split(" ", 1)
     path_template, body = ROUTES[route]
     job = ImportJob.objects.create(archive="imports/x.zip", filename="x.zip")
-    path = path_template.format(image=image.id, species=Species.objects.get(name="cat").id, import_job=job.id)
+    run = TrainingRun.objects.create(mode="head", trigger="manual", status="succeeded")
+    path = path_template.format(image=image.id, species=Species.objects.get(name="cat").id, import_job=job.id,
+                                version=species.id, run=run.id)
 
     if method == "GET":
         response = client.get(path)

@@ -1,0 +1,103 @@
+import { csrfToken } from "./prediction.js";
+
+const message = document.getElementById("train-message");
+const tbody = document.querySelector("#runs tbody");
+
+async function post(url, body) {
+  const response = await fetch(url, {
+    method: "POST", credentials: "same-origin",
+    headers: { "X-CSRFToken": csrfToken(), "Content-Type": "application/json" },
+    body: JSON.stringify(body || {}),
+  });
+  const data = await response.json().catch(() => ({}));
+  return { ok: response.ok, status: response.status, data };
+}
+
+function eta(seconds) {
+  if (!seconds) return "";
+  return seconds < 90 ? `${Math.round(seconds)} s left` : `${Math.round(seconds / 60)} min left`;
+}
+
+function progressCell(run) {
+  const p = run.progress || {};
+  const bar = document.createElement("div");
+  bar.className = "progress slim";
+  const fill = document.createElement("span");
+  const done = run.status === "succeeded" ? 100 : p.percent || 0;
+  fill.style.width = `${done}%`;
+  const text = document.createElement("em");
+  const parts = [run.stage || run.status];
+  if (p.epoch) parts.push(`epoch ${p.epoch}/${p.epochs}`);
+  if (p.total && run.status === "running") parts.push(`${p.done}/${p.total}`);
+  if (run.status === "running") parts.push(eta(p.eta_s));
+  const m = p.metrics || {};
+  if (m.val_macro_f1 !== undefined) parts.push(`val macro-F1 ${m.val_macro_f1}`);
+  if (m.loss !== undefined) parts.push(`loss ${Number(m.loss).toFixed(3)}`);
+  text.textContent = parts.filter(Boolean).join(" · ");
+  bar.append(fill, text);
+  const cell = document.createElement("td");
+  cell.append(bar);
+  if (run.error) cell.append(Object.assign(document.createElement("div"), { className: "error small", textContent: run.error }));
+  return cell;
+}
+
+function row(run) {
+  const tr = document.createElement("tr");
+  tr.dataset.run = run.id;
+  tr.dataset.status = run.status;
+  const td = (text) => Object.assign(document.createElement("td"), { textContent: text ?? "" });
+  const version = document.createElement("td");
+  if (run.version) version.append(Object.assign(document.createElement("a"), { href: `/models/${run.version_id}/`, textContent: run.version }));
+  const actions = document.createElement("td");
+  if (run.status === "queued" || run.status === "running") {
+    const cancel = Object.assign(document.createElement("button"), { type: "button", textContent: run.cancel_requested ? "Cancelling…" : "Cancel" });
+    cancel.disabled = run.cancel_requested;
+    cancel.addEventListener("click", async () => {
+      const r = await post(`/api/training/runs/${run.id}/cancel/`);
+      message.textContent = r.ok ? `Run ${run.id}: cancel requested.` : r.data.detail;
+      refresh();
+    });
+    actions.append(cancel);
+  }
+  tr.append(td(run.id), td(run.mode), td(run.trigger), td(run.status), progressCell(run), version, actions);
+  return tr;
+}
+
+let known = "";
+async function refresh() {
+  const response = await fetch("/api/training/runs/", { credentials: "same-origin" });
+  if (!response.ok) return;
+  const runs = await response.json();
+  tbody.replaceChildren(...runs.map(row));
+  // A run that just finished may have changed the versions table: reload it once.
+  const finished = runs.filter((r) => r.status === "succeeded").map((r) => r.id).join(",");
+  if (known && finished !== known) location.reload();
+  known = finished;
+}
+
+document.getElementById("train-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const mode = e.submitter ? e.submitter.value : "head";
+  const r = await post("/api/training/runs/", { mode });
+  message.textContent = r.ok
+    ? (r.status === 201 ? `Run ${r.data.id} queued.` : `A ${mode} run (${r.data.id}) was already waiting: joined it.`)
+    : r.data.detail || `Error ${r.status}`;
+  refresh();
+});
+
+document.getElementById("rollback").addEventListener("click", async () => {
+  const r = await post("/api/models/rollback/");
+  message.textContent = r.ok ? `Rolled back: ${r.data.name} is in production.` : r.data.detail;
+  if (r.ok) location.reload();
+});
+
+for (const button of document.querySelectorAll("button.promote")) {
+  button.addEventListener("click", async () => {
+    const r = await post(`/api/models/${button.dataset.id}/promote/`);
+    message.textContent = r.ok ? `${r.data.name} is in production.` : r.data.detail;
+    if (r.ok) location.reload();
+  });
+}
+
+refresh();
+setInterval(refresh, 1000);

@@ -1,0 +1,58 @@
+"""The promotion gate on label lists: a better, a worse and a mixed challenger."""
+
+from classifier.ml.gate import compare
+
+TRUTH = ["cat"] * 10 + ["dog"] * 10 + ["emu"] * 10
+
+
+def with_errors(errors: dict[str, int]) -> list[str]:
+    """TRUTH with the first n images of each named class predicted as "other"."""
+    predicted, seen = [], {}
+    for label in TRUTH:
+        seen[label] = seen.get(label, 0) + 1
+        predicted.append("other" if seen[label] <= errors.get(label, 0) else label)
+    return predicted
+
+
+def test_it_promotes_a_challenger_that_is_better_everywhere():
+    result = compare(TRUTH, with_errors({"cat": 3, "dog": 3}), with_errors({"cat": 1}))
+    assert result.promote
+    assert result.challenger_macro_f1 > result.champion_macro_f1
+    assert "beats" in result.reason
+
+
+def test_it_keeps_the_champion_against_a_worse_challenger():
+    result = compare(TRUTH, with_errors({"cat": 1}), with_errors({"cat": 3, "dog": 3}))
+    assert not result.promote
+    assert "dropped" in result.reason and "cat" in result.reason and "dog" in result.reason
+
+
+def test_it_refuses_a_mixed_challenger_that_is_better_on_average_but_drops_one_class():
+    # Much better on dog and emu, but cat loses more F1 than the margin allows.
+    champion = with_errors({"cat": 0, "dog": 5, "emu": 5})
+    challenger = with_errors({"cat": 2})
+    result = compare(TRUTH, champion, challenger, max_class_drop=0.02)
+    assert result.challenger_macro_f1 > result.champion_macro_f1
+    assert not result.promote
+    assert "cat" in result.reason
+    assert [c.label for c in result.per_class if c.delta < -0.02] == ["cat"]
+    # With a looser margin the same challenger passes.
+    assert compare(TRUTH, champion, challenger, max_class_drop=0.2).promote
+
+
+def test_it_does_not_promote_a_tie():
+    same = with_errors({"dog": 2})
+    result = compare(TRUTH, same, same)
+    assert not result.promote and "does not beat" in result.reason
+
+
+def test_it_refuses_when_the_test_split_is_too_small():
+    result = compare(TRUTH[:3], ["other"] * 3, TRUTH[:3], min_images=10)
+    assert not result.promote and "only 3 test images" in result.reason
+
+
+def test_its_verdict_is_plain_json_data():
+    data = compare(TRUTH, with_errors({"cat": 3}), TRUTH).to_dict()
+    assert data["promote"] is True
+    assert {row["label"] for row in data["per_class"]} == {"cat", "dog", "emu"}
+    assert next(r for r in data["per_class"] if r["label"] == "cat")["delta"] > 0
