@@ -304,6 +304,7 @@ def training_execute(*, run_id: int) -> TrainingRun | None:
                 only_if=still_running)
     else:
         _gate_and_promote(version)
+        _finish(run.id, TrainingRun.Status.SUCCEEDED, stage="done", only_if=still_running)
     finally:
         checkpoint.unlink(missing_ok=True)
         with transaction.atomic():
@@ -345,9 +346,10 @@ def _train(run: TrainingRun, checkpoint: Path) -> ModelVersion:
             model_dir=name, parent=selectors.production_model(), snapshot=snapshot,
             status=ModelVersion.Status.CANDIDATE,
         )
-        if not _finish(run.id, TrainingRun.Status.SUCCEEDED, stage="done", version=version,
-                       history=result.history if run.mode == KIND_FINETUNE else [],
-                       only_if={"status": TrainingRun.Status.RUNNING}):
+        attached = TrainingRun.objects.filter(id=run.id, status=TrainingRun.Status.RUNNING).update(
+            version=version, stage="gate", history=result.history if run.mode == KIND_FINETUNE else [],
+            heartbeat=timezone.now())
+        if not attached:
             raise _NoLongerRunning()  # rolls the version back; the sweep removes its folder
     return version
 

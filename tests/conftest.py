@@ -44,6 +44,8 @@ def _queues(settings, queue_names):
 def _single_annotation(settings):
     # Tests that want double annotation turn it on; by default each image is labelled once.
     settings.DOUBLE_ANNOTATION_PERCENT = 0
+    # Likewise retraining after N labels: the test that wants it sets it (and its worker's).
+    settings.RETRAIN_AFTER_LABELS = 0
 
 
 @pytest.fixture
@@ -70,31 +72,29 @@ def species(db):
     return services.zero_shot_version_sync()
 
 
-@pytest.fixture(scope="session")
-def celery_worker(django_db_setup, django_db_blocker, media_dir, queue_names, tmp_path_factory):
-    """A real `celery worker` process on this run's queues and the test database."""
+def start_worker(*, queues: dict[str, str], log_dir: Path, media_dir: Path, env: dict | None = None,
+                 pool: str = "prefork") -> subprocess.Popen:
+    """A real `celery worker` process on the given queues and the test database."""
     from django.conf import settings
     from django.db import connection
 
-    with django_db_blocker.unblock():
-        db_url = worker_database_url(connection.settings_dict)
-    env = dict(os.environ)
-    env.update(queue_names)
-    env.update(
-        DATABASE_URL=db_url,
+    environ = dict(os.environ)
+    environ.update(queues)
+    environ.update(
+        DATABASE_URL=worker_database_url(connection.settings_dict),
         MEDIA_ROOT=str(media_dir),
         CELERY_BROKER_URL=settings.CELERY_BROKER_URL,
         VAR_DIR=str(settings.VAR_DIR),
         PYTHONUNBUFFERED="1",
+        **(env or {}),
     )
-    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
+    log_path = log_dir / "worker.log"
     log = open(log_path, "w")
-    queues = f"{queue_names['INFERENCE_QUEUE']},{queue_names['TRAINING_QUEUE']}"
     process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "animalsite", "worker", "-Q", queues, "--concurrency", "1",
-         "--loglevel", "INFO", "--hostname", f"test-{uuid.uuid4().hex[:6]}@%h", "--without-gossip",
-         "--without-mingle"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+        [sys.executable, "-m", "celery", "-A", "animalsite", "worker", "-Q", ",".join(queues.values()),
+         "--concurrency", "1", "--pool", pool, "--loglevel", "INFO", "--hostname", f"test-{uuid.uuid4().hex[:6]}@%h",
+         "--without-gossip", "--without-mingle"],
+        cwd=REPO, env=environ, stdout=log, stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 120
     while "ready." not in log_path.read_text():
@@ -103,15 +103,31 @@ def celery_worker(django_db_setup, django_db_blocker, media_dir, queue_names, tm
             raise RuntimeError(f"the Celery worker did not start:\n{log_path.read_text()[-4000:]}")
         time.sleep(0.2)
     process.log_path = log_path
+    process.log = log
+    return process
+
+
+def stop_worker(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    process.log.close()
+    if process.returncode not in (0, -15, -9):
+        print(process.log_path.read_text()[-4000:])
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, django_db_blocker, media_dir, queue_names, tmp_path_factory):
+    """A real `celery worker` process on this run's queues and the test database."""
+    with django_db_blocker.unblock():
+        process = start_worker(queues=queue_names, log_dir=tmp_path_factory.mktemp("worker"), media_dir=media_dir,
+                               env={"RETRAIN_AFTER_LABELS": "0"})
     yield process
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
-    if process.returncode not in (0, -15):
-        print(log_path.read_text()[-4000:])
+    stop_worker(process)
 
 
 @pytest.fixture

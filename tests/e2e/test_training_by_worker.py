@@ -1,0 +1,147 @@
+"""Labels flow into a new model through real worker processes; a killed worker leaves a failed run.
+
+Each test starts its own worker on its own queues, with the training settings it needs in the
+worker's environment (a worker reads its settings from there, not from this process).
+"""
+
+import os
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from classifier import services, training
+from classifier.models import ModelVersion, Prediction, TrainingRun
+from classifier.tasks import model_train
+from labeling import services as labeling_services
+from labeling.models import Annotation
+from labeling.roles import role_group
+from tests.conftest import start_worker, stop_worker
+from tests.helpers import demo_photo, wait_for
+from tests.labeling.factories import EMBEDDING_DIM, annotate, predicted_image, with_margin
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
+
+
+@pytest.fixture
+def training_env(settings, tmp_path):
+    """Settings shared by this process and the worker it starts."""
+    env = {
+        "MODELS_ROOT": str(tmp_path / "models"),
+        "EMBEDDING_CACHE_DIR": str(tmp_path / "embeddings"),
+        "TRAINING_MIN_PER_CLASS": "3",
+        "PROMOTION_MIN_TEST_IMAGES": "1",
+        "TORCH_NUM_THREADS": "1",
+    }
+    settings.MODELS_ROOT = Path(env["MODELS_ROOT"])
+    settings.EMBEDDING_CACHE_DIR = Path(env["EMBEDDING_CACHE_DIR"])
+    settings.TRAINING_MIN_PER_CLASS = 3
+    settings.PROMOTION_MIN_TEST_IMAGES = 1
+    return env
+
+
+@pytest.fixture
+def worker_factory(settings, media_dir, tmp_path):
+    started = []
+
+    def start(env: dict, *, pool: str = "prefork"):
+        suffix = uuid.uuid4().hex[:8]
+        queues = {"INFERENCE_QUEUE": f"train-test-inference-{suffix}", "TRAINING_QUEUE": f"train-test-training-{suffix}"}
+        for name, value in queues.items():
+            setattr(settings, name, value)
+        process = start_worker(queues=queues, log_dir=tmp_path, media_dir=media_dir, env=env, pool=pool)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        stop_worker(process)
+
+
+def test_new_labels_trigger_a_head_retrain_whose_version_then_serves(
+        settings, training_env, worker_factory, species, django_user_model, alice):
+    settings.RETRAIN_AFTER_LABELS = 24
+    worker = worker_factory(training_env | {"RETRAIN_AFTER_LABELS": "24"})
+    annotator = django_user_model.objects.create_user("ann")
+    annotator.groups.add(role_group("annotator"))
+    rng = np.random.default_rng(0)
+    truth = {}
+    for name in ("cat", "dog", "llama"):
+        centre = rng.normal(0.0, 1.0, EMBEDDING_DIM)
+        for _ in range(8):
+            vector = np.abs(centre + rng.normal(0.0, 0.5, EMBEDDING_DIM))
+            image = predicted_image(version=species, probs=with_margin(species, 0.1), embedding=vector)
+            truth[image.id] = name
+
+    # An annotator works the queue; every decision enqueues the retrain check.
+    for _ in range(24):
+        [claim] = labeling_services.queue_next(user=annotator, count=1)
+        labeling_services.decision_make(user=annotator, token=claim.token, action="choose", label=truth[claim.image_id])
+    assert Annotation.objects.filter(user=annotator).count() == 24
+
+    run = wait_for(lambda: TrainingRun.objects.filter(trigger="labels", status__in=TrainingRun.FINISHED).first(),
+                   timeout=240, what="the head retrain started by the labels")
+    assert run.status == "succeeded", run.error
+    version = run.version
+    assert version.kind == "head" and version.status == ModelVersion.Status.PRODUCTION, version.status_reason
+    assert TrainingRun.objects.count() == 1
+
+    # After the promotion, the labelled images are re-scored from their stored features.
+    wait_for(lambda: Prediction.objects.filter(model_version=version).count() == 24, timeout=120,
+             what="the re-predict after the promotion")
+    assert set(Prediction.objects.filter(model_version=version).values_list("backend", flat=True)) == {
+        "torch-cpu (stored features)"}
+
+    # A new upload is predicted by the new version in the worker.
+    result = services.image_upload(user=alice, filename="dalmatian.jpg", data=demo_photo("dalmatian").read_bytes())
+    prediction = wait_for(lambda: Prediction.objects.filter(image=result.image).first(), timeout=120,
+                          what="the new upload's prediction")
+    assert prediction.model_version == version
+    assert prediction.label in version.classes
+
+    # The same task delivered again trains nothing.
+    model_train.apply_async((run.id,), queue=settings.TRAINING_QUEUE)
+    wait_for(lambda: worker.log_path.read_text().count("classifier.tasks.model_train[") >= 4, timeout=60,
+             what="the second delivery to be processed")
+    assert ModelVersion.objects.filter(kind="head").count() == 1
+
+
+def test_a_worker_killed_while_training_leaves_a_failed_run_and_nothing_registered(
+        settings, training_env, worker_factory, species, alice):
+    # solo pool: the task runs in the worker process itself, so killing it kills the training.
+    worker = worker_factory(training_env, pool="solo")
+    for name in ("dalmatian", "flamingo", "llama", "starfish"):
+        folder = demo_photo(name).parent
+        for path in sorted(folder.glob("*.jpg"))[:5]:
+            image = services.image_upload(user=alice, filename=path.name, data=path.read_bytes()).image
+            annotate(image=image, kind=Annotation.Kind.IMPORTED, role=Annotation.Role.IMPORT,
+                     species=species_named(name))
+    run = training.training_request(mode="finetune", trigger=TrainingRun.Trigger.MANUAL,
+                                    options={"epochs": 200, "batch_size": 4, "patience": 200})
+
+    # Killed after its first epoch: its checkpoint is on disk, mid-way through the second.
+    checkpoint = Path(settings.MODELS_ROOT) / ".checkpoints" / f"run-{run.id}.pt"
+    wait_for(checkpoint.exists, timeout=240, what="the fine-tune's first checkpoint")
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait(timeout=30)
+
+    settings.TRAINING_HEARTBEAT_TIMEOUT_S = 2
+    time.sleep(3)
+    report = training.training_watchdog()
+
+    run.refresh_from_db()
+    assert report["failed"] == [run.id]
+    assert run.status == "failed" and "stopped reporting" in run.error
+    assert not ModelVersion.objects.filter(kind="finetune").exists()
+    root = Path(settings.MODELS_ROOT)
+    assert [p.name for p in root.iterdir() if p.name != ".checkpoints"] == []
+    assert list((root / ".checkpoints").glob("*")) == []  # the dead run's checkpoint is swept too
+
+
+def species_named(name: str):
+    from classifier.models import Species
+
+    return Species.objects.get(name=name)
