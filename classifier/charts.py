@@ -40,7 +40,7 @@ def training_curves(kind: str, history: list[dict]) -> dict | None:
             _series("val macro-F1", [r.get("val_macro_f1") for r in history], 0.0, 1.0),
             _series("val accuracy", [r.get("val_accuracy") for r in history], 0.0, 1.0),
         ]}
-    return {"x": "weight decay (grid, small to large)", "width": CHART_W, "height": CHART_H, "series": [
+    return {"x": "weight decay tried, strongest first", "width": CHART_W, "height": CHART_H, "series": [
         _series("val NLL", [r.get("val_nll") for r in history]),
         _series("val accuracy", [r.get("val_accuracy") for r in history], 0.0, 1.0),
     ]}
