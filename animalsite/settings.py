@@ -242,6 +242,12 @@ TRAINING_HEARTBEAT_TIMEOUT_S = env_int("TRAINING_HEARTBEAT_TIMEOUT_S", 600, mini
 PROMOTION_MAX_CLASS_DROP = env_float("PROMOTION_MAX_CLASS_DROP", 0.02, minimum=0.0, maximum=1.0)
 PROMOTION_MIN_TEST_IMAGES = env_int("PROMOTION_MIN_TEST_IMAGES", 10, minimum=1)
 REPREDICT_CHUNK_SIZE = env_int("REPREDICT_CHUNK_SIZE", 64, minimum=1)
+# Batch inference jobs: images per chunk (one task each), per forward pass, decoding threads.
+INFERENCE_CHUNK_SIZE = env_int("INFERENCE_CHUNK_SIZE", 256, minimum=1)
+INFERENCE_BATCH_SIZE = env_int("INFERENCE_BATCH_SIZE", 32, minimum=1)
+INFERENCE_DECODE_THREADS = env_int("INFERENCE_DECODE_THREADS", 2, minimum=1)
+# A chunk claimed longer ago than this belongs to a dead worker and may be taken over.
+INFERENCE_CHUNK_TIMEOUT_S = env_int("INFERENCE_CHUNK_TIMEOUT_S", 900, minimum=5)
 if RETRAIN_MODE not in ("head", "finetune"):
     raise ImproperlyConfigured(f"RETRAIN_MODE={RETRAIN_MODE!r}; choose one of: head, finetune")
 if TRAINING_DEVICE not in ("auto", "cpu", "cuda"):

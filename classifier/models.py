@@ -245,7 +245,7 @@ class TrainingRun(models.Model):
 
     class Meta:
         ordering = ["-created", "-id"]
-        permissions = [("train", "Can start, cancel, promote and roll back models")]
+        permissions = [("train", "Can train, promote and roll back models, and run batch inference jobs")]
         constraints = [
             # One run at a time, whatever races the code above loses.
             models.UniqueConstraint(fields=["status"], condition=Q(status="running"), name="one_running_training"),
@@ -292,3 +292,83 @@ class Embedding(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["image", "backbone"], name="one_embedding_per_backbone")]
+
+
+class InferenceJob(models.Model):
+    """Predict many images: all unlabelled ones, a selection, or the photos of an uploaded zip.
+
+    The work is split into InferenceChunk rows that many workers on the inference queue take
+    in parallel; each chunk is claimed once and writes its predictions in bulk.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        PREPARING = "preparing"  # a zip being unpacked into images
+        RUNNING = "running"
+        DONE = "done"
+        CANCELLED = "cancelled"
+        FAILED = "failed"
+
+    class Source(models.TextChoices):
+        UNLABELLED = "unlabelled"
+        SELECTION = "selection"
+        ZIP = "zip"
+
+    FINISHED = (Status.DONE, Status.CANCELLED, Status.FAILED)
+
+    source = models.CharField(max_length=16, choices=Source.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="inference_jobs")
+    image_ids = models.JSONField(default=list, blank=True)  # selection; zip: filled once unpacked
+    archive = models.FileField(max_length=255, blank=True)  # zip source, through the storage API
+    filename = models.CharField(max_length=255, blank=True)
+    rejected = models.JSONField(default=list, blank=True)  # [{"path", "reason"}] from the zip
+    total = models.PositiveIntegerField(default=0)
+    processed = models.PositiveIntegerField(default=0)  # images in finished chunks
+    failed_images = models.PositiveIntegerField(default=0)
+    chunk_size = models.PositiveIntegerField(default=64)
+    cancel_requested = models.BooleanField(default=False)
+    summary = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    created = models.DateTimeField(default=timezone.now)
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+
+    def __str__(self) -> str:
+        return f"inference job {self.id} ({self.source}, {self.status})"
+
+    def get_absolute_url(self) -> str:
+        return reverse("inference-job", args=[self.id])
+
+    @property
+    def percent(self) -> float:
+        return round(100.0 * self.processed / self.total, 1) if self.total else (100.0 if self.status == "done" else 0.0)
+
+
+class InferenceChunk(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        SKIPPED = "skipped"  # the job was cancelled first
+
+    job = models.ForeignKey(InferenceJob, on_delete=models.CASCADE, related_name="chunks")
+    index = models.PositiveIntegerField()
+    image_ids = models.JSONField()
+    size = models.PositiveIntegerField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    claimed = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=255, blank=True)
+    written = models.PositiveIntegerField(default=0)
+    failed = models.JSONField(default=dict, blank=True)  # image id -> error
+    seconds = models.FloatField(null=True, blank=True)
+    decode_seconds = models.FloatField(null=True, blank=True)
+    model_seconds = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["job", "index"]
+        constraints = [models.UniqueConstraint(fields=["job", "index"], name="one_chunk_per_index")]

@@ -154,15 +154,16 @@ def images_upload(*, user, files) -> list[UploadResult]:
     return [_image_store(user=user, filename=name, data=data, decoded=decoded) for name, data, decoded in checked]
 
 
-def image_upload(*, user, filename: str, data: bytes) -> UploadResult:
+def image_upload(*, user, filename: str, data: bytes, classify: bool = True) -> UploadResult:
+    """One image; classify=False when the caller predicts it itself (a batch job)."""
     try:
         decoded = image_validate(data=data)
     except InvalidImage as e:
         raise UploadRejected({filename: str(e)}) from None
-    return _image_store(user=user, filename=filename, data=data, decoded=decoded)
+    return _image_store(user=user, filename=filename, data=data, decoded=decoded, classify=classify)
 
 
-def _image_store(*, user, filename: str, data: bytes, decoded: DecodedImage) -> UploadResult:
+def _image_store(*, user, filename: str, data: bytes, decoded: DecodedImage, classify: bool = True) -> UploadResult:
     digest = Image.digest(data)
     existing = Image.objects.filter(sha256=digest).first()
     if existing is None:
@@ -190,13 +191,14 @@ def _image_store(*, user, filename: str, data: bytes, decoded: DecodedImage) -> 
                     **names,
                 )
                 Upload.objects.create(image=image, user=user, filename=filename[:255])
-                transaction.on_commit(lambda: _enqueue_classify(image.id))
+                if classify:
+                    transaction.on_commit(lambda: _enqueue_classify(image.id))
             return UploadResult(image=image, created=True)
         except IntegrityError:
             # The same content arrived twice at once; the other request stored it.
             existing = Image.objects.get(sha256=digest)
     Upload.objects.create(image=existing, user=user, filename=filename[:255])
-    if existing.status == Image.Status.FAILED:
+    if existing.status == Image.Status.FAILED and classify:
         image_requeue(image=existing)
     return UploadResult(image=existing, created=False)
 

@@ -13,6 +13,12 @@ _lock = threading.Lock()
 _cached: dict[str, object] = {"key": None, "predictor": None}
 
 
+def rescores_embeddings(card) -> bool:
+    """Whether stored (plain) features are all this card's network needs: its backbone is the
+    ImageNet one and only the head differs, so re-predicting skips the backbone."""
+    return card.kind in ("zero_shot", "head") and not card.tta
+
+
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 

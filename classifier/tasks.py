@@ -3,7 +3,7 @@
 from celery import shared_task
 from django.db import OperationalError
 
-from . import services, training
+from . import jobs, services, training
 
 TRANSIENT = (OperationalError, ConnectionError)
 
@@ -39,3 +39,13 @@ def training_scheduled(mode: str = "head") -> int | None:
         training.logger.info("scheduled %s training skipped: %s", mode, e)
         return None
     return run.id if run else None
+
+
+@shared_task(acks_late=True, autoretry_for=TRANSIENT, retry_backoff=True, retry_backoff_max=60, max_retries=5)
+def inference_job_plan(job_id: int) -> None:
+    jobs.job_plan(job_id=job_id)
+
+
+@shared_task(acks_late=True, autoretry_for=TRANSIENT, retry_backoff=True, retry_backoff_max=60, max_retries=5)
+def inference_chunk(chunk_id: int) -> None:
+    jobs.chunk_run(chunk_id=chunk_id)

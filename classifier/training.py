@@ -31,7 +31,7 @@ from .ml import gate
 from .ml.datasets import TEST, TRAIN, VAL, Item, TooFewImages, check_training_splits, snapshot_sha256, stable_split, validation_split
 from .ml.embed import EmbeddingCache
 from .ml.images import InvalidImage, decode_image
-from .ml.predict import CARD_FILE, KIND_FINETUNE, KIND_HEAD, KIND_ZERO_SHOT, ModelDirError, file_sha256
+from .ml.predict import CARD_FILE, KIND_FINETUNE, KIND_HEAD, ModelDirError, file_sha256
 from .ml.train import ProgressEvent, TrainConfig, fit
 from .ml.zero_shot import OTHER
 from .models import DatasetSnapshot, Embedding, Image, ModelEvent, ModelVersion, Prediction, TrainingRun
@@ -431,7 +431,7 @@ def predict_labels(version: ModelVersion, image_ids: list[int]) -> list[str]:
     """The version's top label for each image, re-scoring stored features where its card allows."""
     predictor = serving.build_predictor(version)
     labels: dict[int, str] = {}
-    if predictor.card.kind in (KIND_ZERO_SHOT, KIND_HEAD) and not predictor.card.tta:
+    if serving.rescores_embeddings(predictor.card):
         rows = list(Embedding.objects.filter(image_id__in=image_ids, backbone=version.backbone)
                     .values_list("image_id", "vector"))
         if rows:
@@ -545,7 +545,7 @@ def images_predict_chunk(*, image_ids: list[int], version_id: int) -> int:
     todo = [i for i in image_ids if i not in done]
     predictor = serving.get_predictor(version)
     written = 0
-    if todo and predictor.card.kind in (KIND_ZERO_SHOT, KIND_HEAD) and not predictor.card.tta:
+    if todo and serving.rescores_embeddings(predictor.card):
         rows = list(Embedding.objects.filter(image_id__in=todo, backbone=version.backbone)
                     .values_list("image_id", "vector"))
         if rows:

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import training_api, views
+from . import jobs_api, training_api, views
 
 urlpatterns = [
     path("", views.upload, name="upload"),
@@ -16,4 +16,9 @@ urlpatterns = [
     path("api/models/<int:version_id>/promote/", training_api.version_promote, name="api-model-promote"),
     path("api/models/rollback/", training_api.rollback, name="api-models-rollback"),
     path("api/models/events/", training_api.events, name="api-model-events"),
+    path("jobs/", views.jobs_page, name="inference-jobs"),
+    path("jobs/<int:job_id>/", views.job_page, name="inference-job"),
+    path("api/jobs/", jobs_api.job_list, name="api-jobs"),
+    path("api/jobs/<int:job_id>/", jobs_api.job_detail, name="api-job"),
+    path("api/jobs/<int:job_id>/cancel/", jobs_api.job_cancel, name="api-job-cancel"),
 ]

@@ -7,7 +7,7 @@ from django.shortcuts import get_object_or_404, render
 from django_celery_beat.models import PeriodicTask
 
 from . import charts, selectors
-from .models import Image, ModelEvent, ModelVersion, TrainingRun
+from .models import Image, InferenceJob, ModelEvent, ModelVersion, TrainingRun
 
 
 @login_required
@@ -70,3 +70,18 @@ def version_page(request, version_id: int):
         "events": version.events.select_related("previous", "user"),
     }
     return render(request, "classifier/version.html", ctx)
+
+
+@login_required
+@permission_required("classifier.train", raise_exception=True)
+def jobs_page(request):
+    ctx = {"jobs": InferenceJob.objects.select_related("version", "requested_by")[:20],
+           "production": selectors.production_model()}
+    return render(request, "classifier/jobs.html", ctx)
+
+
+@login_required
+@permission_required("classifier.train", raise_exception=True)
+def job_page(request, job_id: int):
+    job = get_object_or_404(InferenceJob.objects.select_related("version"), id=job_id)
+    return render(request, "classifier/job.html", {"job": job})

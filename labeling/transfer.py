@@ -13,6 +13,7 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
+from classifier import archives
 from classifier import services as classifier_services
 from classifier.ml.zero_shot import OTHER
 from classifier.models import Image, Species
@@ -21,7 +22,6 @@ from . import selectors
 from .models import Annotation, ImportJob
 
 logger = logging.getLogger(__name__)
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"}
 PROGRESS_EVERY = 10
 
 
@@ -31,9 +31,7 @@ class ImportRejected(ValueError):
 
 def import_start(*, user, file) -> ImportJob:
     """Store the archive and queue its import; a non-zip is refused before anything is stored."""
-    head = file.read(4)
-    file.seek(0)
-    if head[:2] != b"PK":
+    if not archives.is_zip(file):
         raise ImportRejected("The file is not a zip archive (ImageFolder layout: class/photo.jpg).")
     name = default_storage.save(f"imports/{timezone.now():%Y/%m/%d}/{file.name}", file)
     with transaction.atomic():
@@ -50,15 +48,9 @@ def _enqueue(job_id: int) -> None:
 
 def _entries(archive: zipfile.ZipFile) -> list[tuple[str, str]]:
     """(path in the zip, class name) for every file that sits in a class folder."""
-    entries = []
-    for info in archive.infolist():
-        path = PurePosixPath(info.filename)
-        if info.is_dir() or "__MACOSX" in path.parts or any(p.startswith(".") for p in path.parts):
-            continue
-        if len(path.parts) < 2:
-            continue  # a file at the top level has no class folder
-        entries.append((info.filename, path.parts[-2]))
-    return entries
+    # A file at the top level has no class folder.
+    return [(name, PurePosixPath(name).parts[-2]) for name in archives.members(archive)
+            if len(PurePosixPath(name).parts) >= 2]
 
 
 def import_run(*, job_id: int) -> ImportJob | None:
@@ -96,18 +88,11 @@ def import_run(*, job_id: int) -> ImportJob | None:
 
 
 def _import_one(job, archive, path, label, species) -> None:
-    if PurePosixPath(path).suffix.lower() not in IMAGE_SUFFIXES:
-        job.rejected.append({"path": path, "reason": "not an image file name (jpg, png, gif, webp, bmp, tiff)"})
+    member = archives.member_upload(archive, path, user=job.user)
+    if member.upload is None:
+        job.rejected.append({"path": path, "reason": member.reason})
         return
-    info = archive.getinfo(path)
-    if info.file_size > settings.UPLOAD_MAX_BYTES:
-        job.rejected.append({"path": path, "reason": f"{info.file_size:,} bytes; the limit is {settings.UPLOAD_MAX_BYTES:,}"})
-        return
-    try:
-        result = classifier_services.image_upload(user=job.user, filename=path, data=archive.read(path))
-    except classifier_services.UploadRejected as e:
-        job.rejected.append({"path": path, "reason": next(iter(e.errors.values()))})
-        return
+    result = member.upload
     if result.created:
         job.created_images += 1
     else:

@@ -1,9 +1,12 @@
 """Browser fixtures: Debian's Chromium driven by Playwright (its own browser download can't work here)."""
 
 import os
+import uuid
 
 import pytest
 from playwright.sync_api import sync_playwright
+
+from tests.conftest import start_worker, stop_worker
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -30,3 +33,27 @@ def page(browser):
     yield page
     page.close()
 
+
+
+@pytest.fixture
+def worker_factory(settings, media_dir, tmp_path):
+    """start(env, pool=..., queues=None) -> a worker process on fresh queues (or the given ones),
+    which this test's settings then send to; stopped at the end of the test."""
+    started = []
+
+    def start(env: dict | None = None, *, pool: str = "prefork", queues: dict | None = None):
+        if queues is None:
+            suffix = uuid.uuid4().hex[:8]
+            queues = {"INFERENCE_QUEUE": f"e2e-inference-{suffix}", "TRAINING_QUEUE": f"e2e-training-{suffix}"}
+        for name, value in queues.items():
+            setattr(settings, name, value)
+        log_dir = tmp_path / f"worker-{len(started)}"
+        log_dir.mkdir()
+        process = start_worker(queues=queues, log_dir=log_dir, media_dir=media_dir, env=env, pool=pool)
+        process.queues = queues
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        stop_worker(process)

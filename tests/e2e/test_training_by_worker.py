@@ -7,7 +7,6 @@ worker's environment (a worker reads its settings from there, not from this proc
 import os
 import signal
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,6 @@ from classifier.tasks import model_train
 from labeling import services as labeling_services
 from labeling.models import Annotation
 from labeling.roles import role_group
-from tests.conftest import start_worker, stop_worker
 from tests.helpers import demo_photo, wait_for
 from tests.labeling.factories import EMBEDDING_DIM, annotate, predicted_image, with_margin
 
@@ -41,24 +39,6 @@ def training_env(settings, tmp_path):
     settings.TRAINING_MIN_PER_CLASS = 3
     settings.PROMOTION_MIN_TEST_IMAGES = 1
     return env
-
-
-@pytest.fixture
-def worker_factory(settings, media_dir, tmp_path):
-    started = []
-
-    def start(env: dict, *, pool: str = "prefork"):
-        suffix = uuid.uuid4().hex[:8]
-        queues = {"INFERENCE_QUEUE": f"train-test-inference-{suffix}", "TRAINING_QUEUE": f"train-test-training-{suffix}"}
-        for name, value in queues.items():
-            setattr(settings, name, value)
-        process = start_worker(queues=queues, log_dir=tmp_path, media_dir=media_dir, env=env, pool=pool)
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        stop_worker(process)
 
 
 def test_new_labels_trigger_a_head_retrain_whose_version_then_serves(

@@ -11,7 +11,7 @@ import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from animalsite.urls import serve_media
-from classifier.models import Species, TrainingRun, Upload
+from classifier.models import InferenceJob, Species, TrainingRun, Upload
 from labeling.models import ImportJob
 from labeling.roles import role_group
 from tests.labeling.factories import predicted_image, with_margin
@@ -64,8 +64,14 @@ ROUTES = {
     "POST api-model-promote": ("/api/models/{version}/promote/", {}),
     "POST api-models-rollback": ("/api/models/rollback/", {}),
     "GET api-model-events": ("/api/models/events/", None),
+    "GET inference-jobs": ("/jobs/", None),
+    "GET inference-job": ("/jobs/{job}/", None),
+    "GET api-jobs": ("/api/jobs/", None),
+    "POST api-jobs": ("/api/jobs/", {"source": "not-a-source"}),
+    "GET api-job": ("/api/jobs/{job}/", None),
+    "POST api-job-cancel": ("/api/jobs/{job}/cancel/", {}),
 }
-MULTIPART = {"POST api-image-list", "POST api-import-create"}
+MULTIPART = {"POST api-image-list", "POST api-import-create", "POST api-jobs"}
 
 EXPECTED = {
     #                         anonymous    owner        uploader     annotator    reviewer     staff
@@ -107,6 +113,13 @@ EXPECTED = {
     "POST api-model-promote": (DENIED,      403,         403,         403,         409,         409),
     "POST api-models-rollback": (DENIED,    403,         403,         403,         409,         409),
     "GET api-model-events":   (DENIED,      403,         403,         403,         200,         200),
+    # Batch jobs, also for reviewers and staff; the job has finished (cancel: 409).
+    "GET inference-jobs":     (LOGIN,       403,         403,         403,         200,         200),
+    "GET inference-job":      (LOGIN,       403,         403,         403,         200,         200),
+    "GET api-jobs":           (DENIED,      403,         403,         403,         200,         200),
+    "POST api-jobs":          (DENIED,      403,         403,         403,         400,         400),
+    "GET api-job":            (DENIED,      403,         403,         403,         200,         200),
+    "POST api-job-cancel":    (DENIED,      403,         403,         403,         409,         409),
 }
 
 
@@ -165,8 +178,9 @@ def test_it_enforces_the_permission_matrix(client, species, django_user_model, r
     path_template, body = ROUTES[route]
     job = ImportJob.objects.create(archive="imports/x.zip", filename="x.zip")
     run = TrainingRun.objects.create(mode="head", trigger="manual", status="succeeded")
+    batch = InferenceJob.objects.create(source="selection", version=species, status="done")
     path = path_template.format(image=image.id, species=Species.objects.get(name="cat").id, import_job=job.id,
-                                version=species.id, run=run.id)
+                                version=species.id, run=run.id, job=batch.id)
 
     if method == "GET":
         response = client.get(path)
