@@ -1,7 +1,18 @@
 from django.contrib import admin
 
 from . import services
-from .models import Embedding, Image, ModelVersion, Prediction, Species, Upload
+from .models import (
+    DatasetSnapshot,
+    Embedding,
+    Image,
+    InferenceJob,
+    ModelEvent,
+    ModelVersion,
+    Prediction,
+    Species,
+    TrainingRun,
+    Upload,
+)
 
 
 @admin.register(Species)
@@ -50,7 +61,44 @@ class ImageAdmin(admin.ModelAdmin):
 class ModelVersionAdmin(admin.ModelAdmin):
     list_display = ["name", "kind", "backbone", "status", "created", "promoted"]
     list_filter = ["kind", "status"]
-    readonly_fields = ["name", "kind", "backbone", "card", "card_sha256", "status", "parent", "created", "promoted"]
+    # Status changes go through the training page or API (gate, promote, roll back: logged).
+    readonly_fields = ["name", "kind", "backbone", "card", "card_sha256", "status", "parent", "created", "promoted",
+                       "model_dir", "snapshot", "gate", "status_reason"]
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Audit and job records: looked at, never edited by hand."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(TrainingRun)
+class TrainingRunAdmin(ReadOnlyAdmin):
+    list_display = ["id", "mode", "trigger", "status", "stage", "version", "requested_by", "created", "finished"]
+    list_filter = ["mode", "trigger", "status"]
+
+
+@admin.register(ModelEvent)
+class ModelEventAdmin(ReadOnlyAdmin):
+    list_display = ["created", "action", "version", "previous", "user", "reason"]
+    list_filter = ["action"]
+
+
+@admin.register(DatasetSnapshot)
+class DatasetSnapshotAdmin(ReadOnlyAdmin):
+    list_display = ["sha256", "created", "classes"]
+    exclude = ["items"]  # thousands of rows: the version page and the API show the counts
+
+
+@admin.register(InferenceJob)
+class InferenceJobAdmin(ReadOnlyAdmin):
+    list_display = ["id", "source", "status", "version", "processed", "total", "failed_images", "created"]
+    list_filter = ["source", "status"]
+    exclude = ["image_ids"]
 
 
 @admin.register(Upload)
