@@ -27,6 +27,17 @@ def _media_root(settings, media_dir):
 
 
 @pytest.fixture(scope="session")
+def onnx_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("onnx")
+
+
+@pytest.fixture(autouse=True)
+def _onnx_dir(settings, onnx_dir):
+    # Exports are named by the card's hash: one per card for the whole run, in this process and its workers.
+    settings.ONNX_DIR = onnx_dir
+
+
+@pytest.fixture(scope="session")
 def queue_names() -> dict[str, str]:
     # Unique per run, so a shared Redis or a broker folder with old messages (from `make
     # run`, or another CI run) never feeds this run's worker.
@@ -85,9 +96,10 @@ def start_worker(*, queues: dict[str, str], log_dir: Path, media_dir: Path, env:
         MEDIA_ROOT=str(media_dir),
         CELERY_BROKER_URL=settings.CELERY_BROKER_URL,
         VAR_DIR=str(settings.VAR_DIR),
+        ONNX_DIR=str(settings.ONNX_DIR),
         PYTHONUNBUFFERED="1",
-        **(env or {}),
     )
+    environ.update(env or {})
     log_path = log_dir / "worker.log"
     log = open(log_path, "w")
     process = subprocess.Popen(
@@ -121,11 +133,11 @@ def stop_worker(process: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="session")
-def celery_worker(django_db_setup, django_db_blocker, media_dir, queue_names, tmp_path_factory):
+def celery_worker(django_db_setup, django_db_blocker, media_dir, queue_names, onnx_dir, tmp_path_factory):
     """A real `celery worker` process on this run's queues and the test database."""
     with django_db_blocker.unblock():
         process = start_worker(queues=queue_names, log_dir=tmp_path_factory.mktemp("worker"), media_dir=media_dir,
-                               env={"RETRAIN_AFTER_LABELS": "0"})
+                               env={"RETRAIN_AFTER_LABELS": "0", "ONNX_DIR": str(onnx_dir)})
     yield process
     stop_worker(process)
 
@@ -133,3 +145,33 @@ def celery_worker(django_db_setup, django_db_blocker, media_dir, queue_names, tm
 @pytest.fixture
 def dalmatian_jpeg() -> bytes:
     return demo_photo("dalmatian").read_bytes()
+
+
+@pytest.fixture
+def label_images(species):
+    """label_images({"cat": 12, "dog": 12}) -> images with an imported label each and a stored
+    feature vector near their class's centre: a random direction in every dimension, as real
+    features differ between classes (so a head separates them and zero-shot does not)."""
+    import numpy as np
+
+    from classifier.models import Species
+    from labeling.models import Annotation
+    from tests.labeling.factories import EMBEDDING_DIM, annotate, predicted_image
+
+    rng = np.random.default_rng(0)
+    centres = {}
+
+    def make(counts: dict[str, int], *, wrong: dict[str, str] | None = None) -> list:
+        images = []
+        for name, n in counts.items():
+            centre = centres.setdefault(name, rng.normal(0.0, 1.0, EMBEDDING_DIM))
+            for _ in range(n):
+                vector = np.abs(centre + rng.normal(0.0, 0.5, EMBEDDING_DIM))  # pooled ReLU features: >= 0
+                image = predicted_image(version=species, embedding=vector)
+                label = (wrong or {}).get(name, name)
+                annotate(image=image, kind=Annotation.Kind.IMPORTED, role=Annotation.Role.IMPORT,
+                         species=Species.objects.get(name=label))
+                images.append(image)
+        return images
+
+    return make

@@ -63,7 +63,7 @@ function row(run) {
   return tr;
 }
 
-let known = "";
+let known = null; // the finished runs at the last refresh
 async function refresh() {
   const response = await fetch("/api/training/runs/", { credentials: "same-origin" });
   if (!response.ok) return;
@@ -71,7 +71,7 @@ async function refresh() {
   tbody.replaceChildren(...runs.map(row));
   // A run that just finished may have changed the versions table: reload it once.
   const finished = runs.filter((r) => r.status === "succeeded").map((r) => r.id).join(",");
-  if (known && finished !== known) location.reload();
+  if (known !== null && finished !== known) location.reload();
   known = finished;
 }
 

@@ -2,6 +2,7 @@
 
 import os
 import uuid
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import sync_playwright
@@ -57,3 +58,20 @@ def worker_factory(settings, media_dir, tmp_path):
     yield start
     for process in started:
         stop_worker(process)
+
+
+@pytest.fixture
+def training_env(settings, tmp_path):
+    """Settings shared by this process and the worker it starts."""
+    env = {
+        "MODELS_ROOT": str(tmp_path / "models"),
+        "EMBEDDING_CACHE_DIR": str(tmp_path / "embeddings"),
+        "TRAINING_MIN_PER_CLASS": "3",
+        "PROMOTION_MIN_TEST_IMAGES": "1",
+        "TORCH_NUM_THREADS": "1",
+    }
+    settings.MODELS_ROOT = Path(env["MODELS_ROOT"])
+    settings.EMBEDDING_CACHE_DIR = Path(env["EMBEDDING_CACHE_DIR"])
+    settings.TRAINING_MIN_PER_CLASS = 3
+    settings.PROMOTION_MIN_TEST_IMAGES = 1
+    return env

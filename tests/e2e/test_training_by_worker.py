@@ -24,23 +24,6 @@ from tests.labeling.factories import EMBEDDING_DIM, annotate, predicted_image, w
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 
 
-@pytest.fixture
-def training_env(settings, tmp_path):
-    """Settings shared by this process and the worker it starts."""
-    env = {
-        "MODELS_ROOT": str(tmp_path / "models"),
-        "EMBEDDING_CACHE_DIR": str(tmp_path / "embeddings"),
-        "TRAINING_MIN_PER_CLASS": "3",
-        "PROMOTION_MIN_TEST_IMAGES": "1",
-        "TORCH_NUM_THREADS": "1",
-    }
-    settings.MODELS_ROOT = Path(env["MODELS_ROOT"])
-    settings.EMBEDDING_CACHE_DIR = Path(env["EMBEDDING_CACHE_DIR"])
-    settings.TRAINING_MIN_PER_CLASS = 3
-    settings.PROMOTION_MIN_TEST_IMAGES = 1
-    return env
-
-
 def test_new_labels_trigger_a_head_retrain_whose_version_then_serves(
         settings, training_env, worker_factory, species, django_user_model, alice):
     settings.RETRAIN_AFTER_LABELS = 24
