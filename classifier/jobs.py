@@ -19,7 +19,8 @@ import numpy as np
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import transaction
-from django.db.models import Q, Sum
+from django.db.models import Q, Sum, Value
+from django.db.models.functions import Greatest
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -172,7 +173,7 @@ def chunk_run(*, chunk_id: int) -> InferenceChunk | None:
             model_started = time.perf_counter()
             results = predictor.predict_embeddings(vectors, top_k=settings.PREDICTION_TOP_K)
             stats.model_seconds += time.perf_counter() - model_started
-            rows += [(k, r, f"{predictor.backend} (stored features)") for k, r in zip(keys, results)]
+            rows += [(k, r, f"{predictor.embeddings_backend} (stored features)") for k, r in zip(keys, results)]
             todo = [i for i in todo if i not in stored]
     if todo:
         names = dict(Image.objects.filter(id__in=todo).values_list("id", "original"))
@@ -230,7 +231,10 @@ def _refresh_progress(job_id: int) -> None:
     finished = chunks.filter(status__in=[InferenceChunk.Status.DONE, InferenceChunk.Status.SKIPPED])
     processed = finished.aggregate(n=Sum("size"))["n"] or 0
     failed = sum(len(f) for f in chunks.filter(status=InferenceChunk.Status.DONE).values_list("failed", flat=True))
-    InferenceJob.objects.filter(id=job_id).update(processed=processed, failed_images=failed)
+    # Counts only grow: a worker whose read came before another's finish must not write its
+    # older, smaller count over the newer one.
+    InferenceJob.objects.filter(id=job_id).update(processed=Greatest("processed", Value(processed)),
+                                                  failed_images=Greatest("failed_images", Value(failed)))
     if not chunks.filter(status__in=[InferenceChunk.Status.QUEUED, InferenceChunk.Status.RUNNING]).exists():
         job = InferenceJob.objects.get(id=job_id)
         if job.cancel_requested:
