@@ -216,6 +216,14 @@ DEFAULT_BACKBONE = env_str("DEFAULT_BACKBONE", "efficientnet_lite0")
 PREDICTION_TOP_K = env_int("PREDICTION_TOP_K", 5, minimum=1)
 TORCH_NUM_THREADS = env_int("TORCH_NUM_THREADS", 0, minimum=0)  # 0: torch's own choice
 WEIGHTS_DIR = env_str("WEIGHTS_DIR")  # extra folder searched for torchvision weight files
+# How CPU processes serve a version: "auto" (ONNX Runtime on the CPU where it is installed,
+# PyTorch on CUDA), "onnxruntime" (never fall back to PyTorch on the CPU) or "torch".
+SERVING_BACKEND = env_str("SERVING_BACKEND", "auto")
+if SERVING_BACKEND not in ("auto", "onnxruntime", "torch"):
+    raise ImproperlyConfigured(f"SERVING_BACKEND={SERVING_BACKEND!r}; choose one of: auto, onnxruntime, torch")
+ONNX_THREADS = env_int("ONNX_THREADS", 0, minimum=0)  # 0: the CPUs this process may use
+# Real photos an export is checked on against PyTorch before it serves (a few are read).
+ONNX_CHECK_PHOTOS = Path(env_str("ONNX_CHECK_PHOTOS", str(BASE_DIR / "demo" / "photos")))
 # A prediction claimed longer ago than this is taken to be from a dead worker and redone.
 PREDICTION_CLAIM_TIMEOUT_S = env_int("PREDICTION_CLAIM_TIMEOUT_S", 300, minimum=10)
 
@@ -223,6 +231,8 @@ PREDICTION_CLAIM_TIMEOUT_S = env_int("PREDICTION_CLAIM_TIMEOUT_S", 300, minimum=
 # process: a shared volume in a multi-node deployment (see docker-compose.yml).
 MODELS_ROOT = Path(env_str("MODELS_ROOT", str(VAR_DIR / "models")))
 EMBEDDING_CACHE_DIR = Path(env_str("EMBEDDING_CACHE_DIR", str(VAR_DIR / "embeddings")))
+# ONNX exports, one per model card (named by the card's hash), made once and shared like MODELS_ROOT.
+ONNX_DIR = Path(env_str("ONNX_DIR", str(MODELS_ROOT / "onnx")))
 # Where training reads the current labels from: {image id: class name}. A dotted path, so
 # classifier never imports labeling (labeling depends on classifier, not the reverse).
 TRAINING_LABELS_SOURCE = env_str("TRAINING_LABELS_SOURCE", "labeling.datasets.training_labels")

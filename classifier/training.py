@@ -231,7 +231,15 @@ def _sweep_models_root() -> list[str]:
     running = set(TrainingRun.objects.filter(status__in=[TrainingRun.Status.RUNNING, TrainingRun.Status.QUEUED])
                   .values_list("id", flat=True))
     removed = []
+    onnx_dir = Path(settings.ONNX_DIR).resolve()
     for path in root.iterdir():
+        if path.resolve() == onnx_dir:
+            # Exports are shared by card, not owned by a version; only a killed export's temporary file goes.
+            for partial in path.glob(".*.partial"):
+                if partial.stat().st_mtime < cutoff:
+                    partial.unlink(missing_ok=True)
+                    removed.append(f"{path.name}/{partial.name}")
+            continue
         if path.name == CHECKPOINTS:
             for checkpoint in path.glob("run-*.pt"):
                 run_id = checkpoint.stem.removeprefix("run-")
@@ -303,6 +311,7 @@ def training_execute(*, run_id: int) -> TrainingRun | None:
         _finish(run.id, TrainingRun.Status.FAILED, error=f"{type(e).__name__}: {e}", stage="failed",
                 only_if=still_running)
     else:
+        _export_for_serving(run.id, version)
         _gate_and_promote(version)
         _finish(run.id, TrainingRun.Status.SUCCEEDED, stage="done", only_if=still_running)
     finally:
@@ -311,6 +320,20 @@ def training_execute(*, run_id: int) -> TrainingRun | None:
             _start_next_queued()
     run.refresh_from_db()
     return run
+
+
+def _export_for_serving(run_id: int, version: ModelVersion) -> None:
+    """CPU workers serve through ONNX Runtime: export now, so that no prediction waits on it.
+
+    A failed export does not fail the run: serving tries again, or falls back to PyTorch.
+    """
+    if not serving.exports_onnx():
+        return
+    TrainingRun.objects.filter(id=run_id).update(stage="export", heartbeat=timezone.now())
+    try:
+        serving.onnx_export(version)
+    except Exception:
+        logger.exception("ONNX export of %s failed; it is served by PyTorch until one succeeds", version)
 
 
 def _device() -> str:
@@ -556,7 +579,7 @@ def images_predict_chunk(*, image_ids: list[int], version_id: int) -> int:
                 Prediction(image_id=image_id, model_version=version, label=r.label, confidence=r.confidence,
                            top=[{"label": s.label, "p": round(s.p, 6)} for s in r.top],
                            probabilities=[round(p, 6) for p in r.probabilities],
-                           backend=f"{predictor.backend} (stored features)", model_ms=round(r.duration_ms, 3),
+                           backend=f"{predictor.embeddings_backend} (stored features)", model_ms=round(r.duration_ms, 3),
                            latency_ms=round(r.duration_ms, 3), created=now)
                 for (image_id, _), r in zip(rows, results)
             ], ignore_conflicts=True)

@@ -10,7 +10,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Hashable, Iterator, Sequence
 
-import torch
 
 from .images import InvalidImage, decode_image
 
@@ -48,7 +47,8 @@ def predict_stream(predictor, items: Sequence[tuple[Hashable, Load]], *, batch_s
                    stats: BatchStats | None = None) -> Iterator[tuple[Hashable, object, str | None]]:
     """Yields (key, PredictionResult or None, error or None) for each item, in order.
 
-    `predictor` is anything with `transform` (PIL image -> tensor) and `predict_tensor`.
+    `predictor` is anything with `transform` (PIL image -> array or tensor) and
+    `predict_prepared` (a list of those -> results): Predictor and OrtPredictor both are.
     A file that cannot be decoded gives its error and does not stop the batch.
     """
     stats = stats if stats is not None else BatchStats()
@@ -67,7 +67,7 @@ def predict_stream(predictor, items: Sequence[tuple[Hashable, Load]], *, batch_s
             tensors = [tensor for tensor, _, _ in prepared if tensor is not None]
             stats.decode_seconds += sum(seconds for _, _, seconds in prepared)
             model_started = time.perf_counter()
-            results = iter(predictor.predict_tensor(torch.stack(tensors), top_k=top_k) if tensors else [])
+            results = iter(predictor.predict_prepared(tensors, top_k=top_k))
             stats.model_seconds += time.perf_counter() - model_started
             stats.batches += 1
             for (key, _), (tensor, error, _) in zip(batch, prepared):

@@ -214,6 +214,11 @@ class Predictor:
     def backend(self) -> str:
         return f"torch-{self.device.type}"
 
+    @property
+    def embeddings_backend(self) -> str:
+        """What runs predict_embeddings."""
+        return self.backend
+
     def _probabilities(self, features: torch.Tensor, imagenet_logits: torch.Tensor | None) -> torch.Tensor:
         if self.card.kind == KIND_ZERO_SHOT:
             if imagenet_logits is None:
@@ -225,6 +230,10 @@ class Predictor:
         if not images:
             return []
         return self.predict_tensor(torch.stack([self.transform(im) for im in images]), top_k=top_k)
+
+    def predict_prepared(self, items: Sequence[torch.Tensor], *, top_k: int = 5) -> list[PredictionResult]:
+        """Images each already through self.transform (the batch pipeline's interface)."""
+        return self.predict_tensor(torch.stack(list(items)), top_k=top_k) if items else []
 
     @torch.inference_mode()
     def predict_tensor(self, batch: torch.Tensor, *, top_k: int = 5) -> list[PredictionResult]:

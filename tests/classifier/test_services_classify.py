@@ -15,7 +15,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture(autouse=True)
 def _fresh_predictor(monkeypatch):
     # Test databases roll back, so another test's version may have had this test's id.
-    monkeypatch.setitem(serving._cached, "version_id", None)
+    monkeypatch.setitem(serving._cached, "key", None)
 
 
 @pytest.fixture

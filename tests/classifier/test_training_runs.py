@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from django.db import IntegrityError, transaction
 
-from classifier import selectors, training
+from classifier import selectors, serving, training
 from classifier.ml.predict import CARD_FILE
 from classifier.models import ModelEvent, ModelVersion, TrainingRun
 
@@ -41,6 +41,7 @@ def test_a_head_run_registers_a_version_that_beats_zero_shot_and_is_promoted(dat
     species.refresh_from_db()
     assert species.status == ModelVersion.Status.RETIRED
     assert run.progress["percent"] == 100.0 and run.heartbeat is not None
+    assert serving.onnx_path_of(version).is_file()  # exported before it served anything
 
 
 def registry_root():
@@ -152,9 +153,16 @@ def test_the_watchdog_fails_a_run_whose_worker_stopped(dataset, settings, tmp_pa
     TrainingRun.objects.filter(id=run.id).update(status="running", heartbeat=long_ago, worker="gone:1")
     leftover = Path(settings.MODELS_ROOT) / ".head-9-abc.xyz.partial"
     leftover.mkdir(parents=True)
+    settings.ONNX_DIR = Path(settings.MODELS_ROOT) / "onnx"
+    export = settings.ONNX_DIR / "0123abcd.onnx"  # shared by card, owned by no version folder
+    export_leftover = settings.ONNX_DIR / ".0123abcd.onnx.x1.partial"
+    settings.ONNX_DIR.mkdir()
+    export.write_bytes(b"graph")
+    export_leftover.write_bytes(b"half a graph")
     import os
 
-    os.utime(leftover, (long_ago.timestamp(), long_ago.timestamp()))
+    for path in (leftover, settings.ONNX_DIR, export, export_leftover):
+        os.utime(path, (long_ago.timestamp(), long_ago.timestamp()))
 
     report = training.training_watchdog()
 
@@ -162,6 +170,7 @@ def test_the_watchdog_fails_a_run_whose_worker_stopped(dataset, settings, tmp_pa
     assert report["failed"] == [run.id]
     assert run.status == "failed" and "stopped reporting" in run.error
     assert not leftover.exists()
+    assert export.exists() and not export_leftover.exists()
     # The run failed for good: a late delivery of its task does nothing.
     assert training.training_execute(run_id=run.id) is None
     assert not ModelVersion.objects.filter(kind="head").exists()

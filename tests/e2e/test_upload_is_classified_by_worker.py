@@ -32,6 +32,7 @@ def test_it_classifies_an_upload_in_a_worker(live_server, celery_worker, species
     assert body["prediction"]["label"] == "flamingo"
     assert body["prediction"]["model_version"]["name"] == species.name
     assert body["prediction"]["top"][0]["p"] > 0.5
+    assert body["prediction"]["backend"] == "onnxruntime-cpu"  # a CPU worker serves through ONNX Runtime
     assert Prediction.objects.filter(image_id=created["id"], model_version=species).count() == 1
 
 

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
-from classifier import services
+from classifier import serving, services
 from labeling.roles import role_group
 
 DEMO_DIR = Path(settings.BASE_DIR) / "demo" / "photos"
@@ -29,6 +29,8 @@ class Command(BaseCommand):
         names = sorted({p.name for p in DEMO_DIR.iterdir() if p.is_dir()} | set(EXTRA_CLASSES))
         services.species_create_many(names=names)
         version = services.zero_shot_version_sync()
+        if serving.exports_onnx():
+            serving.onnx_export(version)  # now, rather than in the worker while the first photo waits
         logins = self._logins()
         admin = get_user_model().objects.get(username="admin")
         uploaded = 0
