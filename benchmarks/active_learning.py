@@ -19,7 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# Run as a script, this folder would come first on sys.path, and http.py here would stand in
+# for the standard library's http: the repository's root takes its place.
+sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 

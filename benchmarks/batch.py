@@ -29,7 +29,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+# Run as a script, this folder would come first on sys.path, and http.py here would stand in
+# for the standard library's http: the repository's root takes its place.
+sys.path[0] = str(REPO)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 
 

@@ -38,7 +38,9 @@ from pathlib import Path
 from typing import Callable
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+# Run as a script, this folder would come first on sys.path, and http.py here would stand in
+# for the standard library's http: the repository's root takes its place.
+sys.path[0] = str(REPO)
 
 import numpy as np  # noqa: E402
 import onnxruntime  # noqa: E402

@@ -16,10 +16,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+# Run as a script, this folder would come first on sys.path, and http.py here would stand in
+# for the standard library's http: the repository's root takes its place.
+sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from classifier.ml.head import fit_head, linear_logits  # noqa: E402
 from classifier.ml.metrics import fit_temperature  # noqa: E402

@@ -16,7 +16,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# Run as a script, this folder would come first on sys.path, and http.py here would stand in
+# for the standard library's http: the repository's root takes its place.
+sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from classifier.ml.images import decode_image  # noqa: E402
 from classifier.ml.predict import ModelCard, Predictor  # noqa: E402
