@@ -33,7 +33,14 @@ class AnnotationSerializer(serializers.ModelSerializer):
                   "time_taken_ms", "source", "created"]
 
 
+class SuspectedLabelSerializer(serializers.Serializer):
+    label = serializers.CharField(help_text="the current label")
+    model_label = serializers.CharField(help_text="what a model that never saw that label confidently says")
+
+
 class QueueItemSerializer(serializers.Serializer):
+    """A claim; with context["suspects"] (image id -> SuspectedLabel), why a suspect is queued."""
+
     token = serializers.CharField()
     expires = serializers.DateTimeField()
     image = serializers.IntegerField(source="image.id")
@@ -41,10 +48,15 @@ class QueueItemSerializer(serializers.Serializer):
     page_url = serializers.CharField(source="image.get_absolute_url")
     prediction = serializers.SerializerMethodField()
     based_on = serializers.SerializerMethodField()
+    suspected_label = serializers.SerializerMethodField()
 
     def get_prediction(self, claim) -> PredictionSerializer(allow_null=True):
         prediction = claim.image.latest_prediction()
         return PredictionSerializer(prediction).data if prediction else None
+
+    def get_suspected_label(self, claim) -> SuspectedLabelSerializer(allow_null=True):
+        suspect = self.context.get("suspects", {}).get(claim.image_id)
+        return SuspectedLabelSerializer(suspect).data if suspect else None
 
     def get_based_on(self, claim) -> int:
         return selectors.latest_annotation_id(claim.image_id)
@@ -84,7 +96,10 @@ def queue_next(request):
     except ValueError:
         return bad_request(ValueError("count must be a number"))
     claims = services.queue_next(user=request.user, count=count)
-    return Response(QueueItemSerializer(claims, many=True).data)
+    suspects = {}
+    if request.user.has_perm("labeling.review"):  # annotators are not told, nor made to wait for a run
+        suspects = {s.image_id: s for s in selectors.suspected_labels()}
+    return Response(QueueItemSerializer(claims, many=True, context={"suspects": suspects}).data)
 
 
 @extend_schema(request=DecisionSerializer, responses={201: AnnotationSerializer})

@@ -9,6 +9,7 @@ const classNames = new Set(classes.map((c) => c.name));
 const img = document.getElementById("review-image");
 const empty = document.getElementById("review-empty");
 const title = document.getElementById("review-suggestion");
+const reason = document.getElementById("review-reason");
 const candidatesEl = document.getElementById("candidates");
 const search = document.getElementById("search");
 const message = document.getElementById("review-message");
@@ -63,6 +64,7 @@ function show(item) {
   search.value = "";
   if (!item) {
     img.hidden = true;
+    reason.hidden = true;
     empty.hidden = false;
     title.textContent = "All done";
     candidatesEl.replaceChildren();
@@ -72,6 +74,9 @@ function show(item) {
   img.hidden = false;
   empty.hidden = true;
   img.src = item.preview_url;
+  const suspect = item.suspected_label;
+  reason.hidden = !suspect;
+  reason.textContent = suspect ? `Suspected label error: labelled ${suspect.label}, but a model trained on the other labels says ${suspect.model_label}.` : "";
   img.dataset.image = item.image;
   const list = candidates(item);
   const suggestion = item.prediction ? item.prediction.label : null;
