@@ -2,7 +2,7 @@
 
 import os
 
-from celery import Celery
+from celery import Celery, signals
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "animalsite.settings")
 
@@ -26,3 +26,11 @@ def route_task(name, args, kwargs, options, task=None, **kw):
         if name.startswith(prefix):
             return {"queue": getattr(settings, setting)}
     return None
+
+
+@signals.worker_init.connect
+def preload_ml(**kwargs):
+    """Workers run the models: import torch and the ML code once, before the pool forks, so the
+    children share it and no first task waits on the import. The web process never imports them."""
+    import classifier.ml.predict  # noqa: F401
+    import classifier.ml.train  # noqa: F401

@@ -16,9 +16,9 @@ from django.utils import timezone
 
 from . import selectors, serving
 from .training import model_promote  # noqa: F401 (part of this module's API)
+from .ml.cards import ModelCard
+from .ml.class_map import OTHER, default_mapping
 from .ml.images import DecodedImage, InvalidImage, decode_image, encode_jpeg, fit_within
-from .ml.predict import ModelCard
-from .ml.zero_shot import OTHER, default_mapping
 from .models import Embedding, Image, ModelVersion, Prediction, Species, Upload, image_path
 
 logger = logging.getLogger(__name__)

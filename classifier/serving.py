@@ -9,13 +9,18 @@ The backend a prediction came from is stored on it.
 import logging
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from django.conf import settings
 
+from .ml.cards import ModelCard
 from .ml.images import decode_image
-from .ml.predict import ModelCard, Predictor
 from .models import ModelVersion
+
+if TYPE_CHECKING:
+    from .ml.predict import Predictor
+
+# torch and the predictors are imported where a predictor is built: the web never runs a model.
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +40,8 @@ def rescores_embeddings(card) -> bool:
 
 
 def default_device() -> str:
+    import torch
+
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
@@ -46,7 +53,11 @@ def onnx_path_of(version: ModelVersion) -> Path:
     return Path(settings.ONNX_DIR) / f"{version.card_sha256}.onnx"
 
 
-def torch_predictor(version: ModelVersion, *, device: str | None = None) -> Predictor:
+def torch_predictor(version: ModelVersion, *, device: str | None = None) -> "Predictor":
+    import torch
+
+    from .ml.predict import Predictor
+
     if settings.TORCH_NUM_THREADS:
         torch.set_num_threads(settings.TORCH_NUM_THREADS)
     return Predictor(ModelCard.from_dict(version.card), device=device or default_device(),
@@ -62,7 +73,7 @@ def check_photos() -> list:
     return [decode_image(p.read_bytes()).image for p in paths[:CHECK_PHOTO_COUNT]]
 
 
-def onnx_export(version: ModelVersion, *, predictor: Predictor | None = None) -> Path:
+def onnx_export(version: ModelVersion, *, predictor: "Predictor | None" = None) -> Path:
     """The version's ONNX file, exported and checked first if no process has done it yet.
 
     Processes racing on the same card each write a temporary file and rename it into place:

@@ -18,6 +18,7 @@ import time
 from collections import Counter, defaultdict
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from django.conf import settings
@@ -28,13 +29,16 @@ from django.utils.module_loading import import_string
 
 from . import selectors, serving
 from .ml import gate
+from .ml.cards import CARD_FILE, KIND_FINETUNE, KIND_HEAD, ModelDirError, file_sha256
+from .ml.class_map import OTHER
 from .ml.datasets import TEST, TRAIN, VAL, Item, TooFewImages, check_training_splits, snapshot_sha256, stable_split, validation_split
-from .ml.embed import EmbeddingCache
 from .ml.images import InvalidImage, decode_image
-from .ml.predict import CARD_FILE, KIND_FINETUNE, KIND_HEAD, ModelDirError, file_sha256
-from .ml.train import ProgressEvent, TrainConfig, fit
-from .ml.zero_shot import OTHER
 from .models import DatasetSnapshot, Embedding, Image, ModelEvent, ModelVersion, Prediction, TrainingRun
+
+if TYPE_CHECKING:
+    from .ml.train import ProgressEvent
+
+# The trainer and the embedding cache (torch) are imported where training runs: the web never trains.
 
 logger = logging.getLogger(__name__)
 
@@ -341,6 +345,8 @@ def _device() -> str:
 
 
 def _train(run: TrainingRun, checkpoint: Path) -> ModelVersion:
+    from .ml.train import TrainConfig, fit
+
     snapshot = snapshot_create()
     TrainingRun.objects.filter(id=run.id).update(snapshot=snapshot, stage="preparing")
     backbone = settings.DEFAULT_BACKBONE
@@ -395,6 +401,8 @@ def _local_original(image_id: int) -> Path:
 def _seed_embedding_cache(image_ids: list[int], backbone: str) -> None:
     """Copies the features every prediction stored into the trainer's cache, so the head is
     fitted without running the backbone on images it has seen."""
+    from .ml.embed import EmbeddingCache
+
     cache = EmbeddingCache(settings.EMBEDDING_CACHE_DIR)
     rows = Embedding.objects.filter(image_id__in=image_ids, backbone=backbone).values_list("image__sha256", "vector")
     for sha, vector in rows.iterator(chunk_size=500):
@@ -415,7 +423,7 @@ class _Reporter:
         self.train_started = None
         self.history = []
 
-    def __call__(self, event: ProgressEvent) -> None:
+    def __call__(self, event: "ProgressEvent") -> None:
         now = time.monotonic()
         if event.stage != self.stage:
             self.stage, self.stage_started = event.stage, now
@@ -432,7 +440,7 @@ class _Reporter:
         if event.stage != "write" and TrainingRun.objects.filter(id=self.run_id, cancel_requested=True).exists():
             raise Cancelled()
 
-    def _progress(self, event: ProgressEvent, now: float) -> dict:
+    def _progress(self, event: "ProgressEvent", now: float) -> dict:
         fraction = event.done / event.total if event.total else 1.0
         started = self.stage_started
         if event.stage in ("train", "epoch") and event.epochs:

@@ -2,7 +2,7 @@
 
 from datetime import datetime
 
-from classifier.ml.zero_shot import OTHER
+from classifier.ml.class_map import OTHER
 
 from .models import Annotation
 from .selectors import current_labels

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from classifier import archives
 from classifier import services as classifier_services
-from classifier.ml.zero_shot import OTHER
+from classifier.ml.class_map import OTHER
 from classifier.models import Image, Species
 
 from . import selectors

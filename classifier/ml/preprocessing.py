@@ -3,9 +3,7 @@
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
-import torch
 from PIL import Image
-from torchvision.transforms import InterpolationMode, v2
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -13,6 +11,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True)
 class Preprocessing:
+    # Plain data, read by the web process through model cards; torch and torchvision are
+    # imported only by the methods that build transforms, which run where models run.
     resize_size: int = 256
     crop_size: int = 224
     mean: tuple[float, float, float] = IMAGENET_MEAN
@@ -32,8 +32,11 @@ class Preprocessing:
             interpolation=str(data.get("interpolation", "bilinear")),
         )
 
-    def transform(self) -> v2.Compose:
-        """Evaluation transform: resize the short side, centre crop, normalise."""
+    def transform(self):
+        """Evaluation transform (a torchvision v2.Compose): resize the short side, centre crop, normalise."""
+        import torch
+        from torchvision.transforms import InterpolationMode, v2
+
         return v2.Compose(
             [
                 v2.Resize(self.resize_size, interpolation=InterpolationMode(self.interpolation), antialias=True),
@@ -44,6 +47,9 @@ class Preprocessing:
             ]
         )
 
-    def batch(self, images: Sequence[Image.Image]) -> torch.Tensor:
+    def batch(self, images: Sequence[Image.Image]):
+        """The images through transform(), stacked into one (n, 3, crop, crop) tensor."""
+        import torch
+
         transform = self.transform()
         return torch.stack([transform(im.convert("RGB") if im.mode != "RGB" else im) for im in images])

@@ -1,11 +1,14 @@
 """The backbone registry: names, weights found locally (never downloaded), preprocessing."""
 
+import os
+
 import pytest
 import torch
 import torchvision
 from PIL import Image
 
 from classifier.ml import backbones
+from classifier.ml.backbone_specs import TORCHVISION_WEIGHTS
 from classifier.ml.backbones import Backbone, UnknownBackbone, WeightsNotFound, get_spec, load_backbone
 
 
@@ -133,9 +136,22 @@ def test_it_maps_lite0_pixels_to_minus_one_to_one():
     assert torch.allclose(batch[0, 2], torch.full((224, 224), -127 / 128))
 
 
-def test_it_takes_torchvision_preprocessing_from_the_weights_entry():
-    pre = get_spec("resnet50").preprocessing
-    expected = torchvision.models.ResNet50_Weights.IMAGENET1K_V2.transforms()
-    assert pre.crop_size == expected.crop_size[0]
-    assert pre.resize_size == expected.resize_size[0]
-    assert pre.mean == pytest.approx((0.485, 0.456, 0.406))
+@pytest.mark.parametrize("name", sorted(TORCHVISION_WEIGHTS))
+def test_it_takes_torchvision_preprocessing_and_weights_from_the_weights_entry(name):
+    # The specs are written out (the web process reads them without torchvision): they must be
+    # what torchvision's own weights entry says.
+    enum_name, member = TORCHVISION_WEIGHTS[name].split(".")
+    weights = getattr(torchvision.models, enum_name)[member]
+    expected = weights.transforms()
+    spec = get_spec(name)
+    assert spec.preprocessing.crop_size == expected.crop_size[0]
+    assert spec.preprocessing.resize_size == expected.resize_size[0]
+    assert spec.preprocessing.mean == tuple(expected.mean)
+    assert spec.preprocessing.std == tuple(expected.std)
+    assert spec.preprocessing.interpolation == expected.interpolation.value
+    assert spec.weights_url == weights.url
+    assert spec.weights_file == os.path.basename(weights.url)
+
+
+def test_every_registered_backbone_can_be_built():
+    assert sorted(backbones._BUILDERS) == backbones.available_backbones()
