@@ -251,6 +251,8 @@ TRAINING_DEVICE = env_str("TRAINING_DEVICE", "auto")  # auto: cuda when present
 TRAINING_HEARTBEAT_TIMEOUT_S = env_int("TRAINING_HEARTBEAT_TIMEOUT_S", 600, minimum=2)
 PROMOTION_MAX_CLASS_DROP = env_float("PROMOTION_MAX_CLASS_DROP", 0.02, minimum=0.0, maximum=1.0)
 PROMOTION_MIN_TEST_IMAGES = env_int("PROMOTION_MIN_TEST_IMAGES", 10, minimum=1)
+# A class needs this many test images before its own F1 drop can veto a promotion (see gate.py).
+PROMOTION_MIN_CLASS_SUPPORT = env_int("PROMOTION_MIN_CLASS_SUPPORT", 10, minimum=1)
 REPREDICT_CHUNK_SIZE = env_int("REPREDICT_CHUNK_SIZE", 64, minimum=1)
 # Batch inference jobs: images per chunk (one task each), per forward pass, decoding threads.
 INFERENCE_CHUNK_SIZE = env_int("INFERENCE_CHUNK_SIZE", 256, minimum=1)
@@ -306,6 +308,17 @@ else:
     raise ImproperlyConfigured(
         f"CELERY_BROKER_URL={CELERY_BROKER_URL!r}: use redis://HOST:PORT/DB or filesystem://"
     )
+# "default" is each process's own memory. "shared" is seen by the web and every worker (the
+# retrain check's debounce): the broker's Redis where there is one (keys under "animalsite:"),
+# else files under VAR_DIR, shared by the processes of one machine as the filesystem broker is.
+# Nothing may clear "shared": on Redis it is the broker's database.
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    _shared_cache = {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CELERY_BROKER_URL,
+                     "KEY_PREFIX": "animalsite"}
+else:
+    _shared_cache = {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+                     "LOCATION": str(VAR_DIR / "cache")}
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}, "shared": _shared_cache}
 CELERY_TASK_ROUTES = ("animalsite.celery.route_task",)
 CELERY_TASK_DEFAULT_QUEUE = INFERENCE_QUEUE
 CELERY_TASK_ACKS_LATE = True

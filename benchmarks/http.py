@@ -63,10 +63,11 @@ import threading  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
-from urllib.parse import urlsplit, urlunsplit  # noqa: E402
 
 REPO = Path(_HERE).parent
 sys.path.insert(0, str(REPO))
+
+from benchmarks.harness import descendants, die_with_parent, postgres_create, postgres_drop, redact, tail  # noqa: E402
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "caltech101-animals"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 KEEPALIVE_REUSE_S = 1.0  # gunicorn closes idle keep-alive connections after 2 s
@@ -226,19 +227,12 @@ def upload_and_wait(client: Client, payload: tuple[str, bytes], *, poll_s: float
 
 # --- processes and their memory --------------------------------------------------------------
 
-def _die_with_parent():
-    # Killed without a chance to clean up, this script still takes its servers with it.
-    import ctypes
-
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 def start(name: str, command: list[str], env: dict, log_dir: Path) -> subprocess.Popen:
     log_path = log_dir / f"{name}.log"
     log = open(log_path, "w")
     # A session of their own: Ctrl-C reaches this script only, which stops them in order.
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                               start_new_session=True, preexec_fn=_die_with_parent)
+                               start_new_session=True, preexec_fn=die_with_parent)
     process.name, process.log_path, process.log = name, log_path, log
     return process
 
@@ -261,32 +255,6 @@ def healthy(port: int) -> bool:
         return ok
     except OSError:
         return False
-
-
-def tail(path: Path, lines: int) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-def descendants(root: int) -> list[int]:
-    """root and every process under it, from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                with open(f"/proc/{entry.name}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo += children.get(pid, [])
-    return found
 
 
 def memory_kb(pid: int) -> tuple[int, int]:
@@ -419,24 +387,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def postgres_create(url: str) -> tuple[str, str]:
-    """A new database on the server of `url`; (its URL, its name)."""
-    import psycopg
-
-    name = f"animalsite_http_bench_{secrets.token_hex(4)}"
-    with psycopg.connect(url, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment)), name
-
-
-def postgres_drop(url: str, name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(url, autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def redis_flush(url: str) -> int:
     """Empties this one Redis database (FLUSHDB: never the others); returns the keys it had."""
     import redis
@@ -469,12 +419,6 @@ def app_setup(env: dict) -> dict:
     classes = len(version.card.get("classes", []))
     connections.close_all()  # nothing of this process holds the database while the servers run
     return {"token": token, "model_version": version.name, "backbone": version.backbone, "classes": classes}
-
-
-def redact(url: str) -> str:
-    parts = urlsplit(url)
-    netloc = parts.netloc.rsplit("@", 1)[-1] if "@" in parts.netloc else parts.netloc
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 # --- the benchmark ---------------------------------------------------------------------------
@@ -576,7 +520,7 @@ def main(argv=None) -> int:
             print(f"flushed {keys} keys from {redact(args.redis_url)}")
         database_url = f"sqlite:///{var / 'db.sqlite3'}"
         if args.database_url:
-            database_url, pg_name = postgres_create(args.database_url)
+            database_url, pg_name = postgres_create(args.database_url, "animalsite_http_bench")
         suffix = secrets.token_hex(4)
         env = dict(
             os.environ, VAR_DIR=str(var), MEDIA_ROOT=str(var / "media"), MODELS_ROOT=str(var / "models"),

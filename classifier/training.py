@@ -487,7 +487,8 @@ def gate_evaluate(*, challenger: ModelVersion, champion: ModelVersion | None = N
     challenger_labels = predict_labels(challenger, ids)
     champion_labels = predict_labels(champion, ids) if champion else [""] * len(ids)
     return gate.compare(truth, champion_labels, challenger_labels, max_class_drop=settings.PROMOTION_MAX_CLASS_DROP,
-                        min_images=settings.PROMOTION_MIN_TEST_IMAGES)
+                        min_images=settings.PROMOTION_MIN_TEST_IMAGES,
+                        min_class_support=settings.PROMOTION_MIN_CLASS_SUPPORT)
 
 
 def _gate_and_promote(version: ModelVersion) -> None:

@@ -9,6 +9,7 @@ import secrets
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.cache import caches
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
@@ -151,11 +152,27 @@ def decision_make(*, user, token: str, action: str, label: str | None = None, ba
     return annotation
 
 
+# While a retrain check waits in the queue, decisions enqueue no other: the waiting one counts
+# their labels when it runs. Without this a burst of decisions (an import, many annotators)
+# queued one check each on the inference queue, ahead of uploads' predictions, and the worker
+# drained them at about 14 a second. The key expires in case its task is lost.
+RETRAIN_CHECK_PENDING_KEY = "labeling:retrain-check-pending"
+RETRAIN_CHECK_PENDING_S = 60
+
+
 def _retrain_check_enqueue() -> None:
-    if settings.RETRAIN_AFTER_LABELS > 0:
+    if settings.RETRAIN_AFTER_LABELS > 0 and caches["shared"].add(RETRAIN_CHECK_PENDING_KEY, 1,
+                                                                  timeout=RETRAIN_CHECK_PENDING_S):
         from .tasks import retrain_if_due
 
         retrain_if_due.delay()
+
+
+def retrain_check() -> TrainingRun | None:
+    """The queued check: lets later decisions enqueue again, then counts. A decision that found
+    the key set committed before this delete, so the count below sees its label."""
+    caches["shared"].delete(RETRAIN_CHECK_PENDING_KEY)
+    return retrain_if_due()
 
 
 def retrain_if_due() -> TrainingRun | None:

@@ -11,7 +11,8 @@ def import_run(job_id: int) -> None:
     transfer.import_run(job_id=job_id)
 
 
+# Named for what it was before the debounce, so checks already queued by a running site still run.
 @shared_task
 def retrain_if_due() -> int | None:
-    run = services.retrain_if_due()
+    run = services.retrain_check()
     return run.id if run else None

@@ -56,3 +56,26 @@ def test_its_verdict_is_plain_json_data():
     assert data["promote"] is True
     assert {row["label"] for row in data["per_class"]} == {"cat", "dog", "emu"}
     assert next(r for r in data["per_class"] if r["label"] == "cat")["delta"] > 0
+
+
+def test_a_class_with_few_test_images_cannot_veto_alone():
+    # "ant" has two test images; the challenger misses one of them (F1 1.0 -> 0.667) but is far
+    # better on the other classes. One image is noise, not a regression.
+    truth = TRUTH + ["ant", "ant"]
+    champion = with_errors({"cat": 5, "dog": 5, "emu": 5}) + ["ant", "ant"]
+    challenger = TRUTH + ["ant", "other"]
+    result = compare(truth, champion, challenger, max_class_drop=0.02, min_class_support=10)
+    assert result.promote
+    ant = next(c for c in result.per_class if c.label == "ant")
+    assert ant.delta < -0.3 and not ant.checked
+    assert "fewer than 10 test images" in result.reason
+    assert next(r for r in result.to_dict()["per_class"] if r["label"] == "ant")["checked"] is False
+    # Counted per class without the support rule, the same image vetoes the promotion.
+    assert not compare(truth, champion, challenger, max_class_drop=0.02, min_class_support=1).promote
+
+
+def test_a_class_with_enough_test_images_still_vetoes():
+    champion = with_errors({"dog": 5, "emu": 5})
+    challenger = with_errors({"cat": 2})
+    result = compare(TRUTH, champion, challenger, max_class_drop=0.02, min_class_support=10)
+    assert not result.promote and "cat" in result.reason

@@ -1,0 +1,65 @@
+"""Decisions enqueue the retrain check, one at a time: a check waiting in the queue counts the
+labels of the decisions made meanwhile (labeling.services)."""
+
+import pytest
+from django.core.cache import caches
+
+from classifier.models import TrainingRun
+from labeling import services, tasks
+from tests.labeling.factories import predicted_image, with_margin
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _no_pending_check():
+    caches["shared"].delete(services.RETRAIN_CHECK_PENDING_KEY)
+    yield
+    caches["shared"].delete(services.RETRAIN_CHECK_PENDING_KEY)
+
+
+@pytest.fixture
+def enqueued(monkeypatch):
+    calls = []
+    monkeypatch.setattr(tasks.retrain_if_due, "delay", lambda *a, **k: calls.append(a))
+    return calls
+
+
+def decide(user, n, django_capture_on_commit_callbacks):
+    for i in range(n):
+        with django_capture_on_commit_callbacks(execute=True):
+            [claim] = services.queue_next(user=user, count=1)
+            services.decision_make(user=user, token=claim.token, action="choose", label=("cat", "dog")[i % 2])
+
+
+def test_a_burst_of_decisions_enqueues_one_check_until_a_worker_takes_it(
+        settings, monkeypatch, species, annotator, enqueued, django_capture_on_commit_callbacks):
+    settings.RETRAIN_AFTER_LABELS = 10
+    for _ in range(12):
+        predicted_image(version=species, probs=with_margin(species, 0.1))
+
+    decide(annotator, 8, django_capture_on_commit_callbacks)
+    assert len(enqueued) == 1
+
+    # The worker takes the check: 8 labels are not enough, and the next decision enqueues again.
+    assert services.retrain_check() is None
+    decide(annotator, 2, django_capture_on_commit_callbacks)
+    assert len(enqueued) == 2
+
+    # That check, run after both decisions, sees all ten labels and asks for a run. (Whether
+    # training accepts ten labels depends on which split their hashes fall in: not this test's
+    # business, so the request itself is what it looks at.)
+    requested = []
+    monkeypatch.setattr(services.training, "training_request",
+                        lambda **kw: requested.append(kw) or TrainingRun(mode=kw["mode"], trigger=kw["trigger"]))
+    run = services.retrain_check()
+    assert requested == [{"mode": settings.RETRAIN_MODE, "trigger": TrainingRun.Trigger.LABELS}]
+    assert run.trigger == TrainingRun.Trigger.LABELS
+
+
+def test_no_check_is_enqueued_when_retraining_after_labels_is_off(
+        settings, species, annotator, enqueued, django_capture_on_commit_callbacks):
+    settings.RETRAIN_AFTER_LABELS = 0
+    predicted_image(version=species, probs=with_margin(species, 0.1))
+    decide(annotator, 1, django_capture_on_commit_callbacks)
+    assert enqueued == []
