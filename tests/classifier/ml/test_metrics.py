@@ -50,6 +50,24 @@ def test_it_lowers_nll_by_temperature_scaling_an_overconfident_toy():
     assert (softmax(overconfident, t).argmax(1) == softmax(overconfident).argmax(1)).all()
 
 
+def test_a_small_error_free_validation_split_does_not_make_every_answer_certain():
+    # Ten validation images, all right by a margin: the likelihood alone keeps rising as T
+    # falls. The prior holds T near 1, so an image the model gets wrong later is not given
+    # probability ~0.
+    rng = np.random.default_rng(2)
+    targets = np.arange(10) % 5
+    logits = rng.normal(0, 1, size=(10, 5))
+    logits[np.arange(10), targets] += 4.0
+
+    plain = fit_temperature(logits, targets, prior_sigma=0)
+    t = fit_temperature(logits, targets)
+
+    assert plain < 0.1
+    assert 0.6 < t <= 1.0
+    wrong = np.array([[3.0, 0.0, 0.0, 0.0, 0.0]])  # confidently "0", truly "1"
+    assert softmax(wrong, t)[0, 1] > 0.01 > softmax(wrong, plain)[0, 1]
+
+
 def test_it_reports_per_class_scores_and_a_confusion_matrix_as_json():
     probs = np.array([[0.8, 0.1, 0.1], [0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.1, 0.2, 0.7]])
     targets = [0, 1, 1, 2]
