@@ -13,21 +13,27 @@ def confusion_rows(classes: list[str], matrix: list[list[int]]) -> list[dict]:
     return rows
 
 
-def _points(values: list[float], lo: float, hi: float) -> str:
-    if not values:
-        return ""
+def _points(values: list[float | None], lo: float, hi: float) -> str:
+    """x by position in values, so series with gaps (no training loss at LP-FT's epoch 0) line up."""
     span = (hi - lo) or 1.0
     step = (CHART_W - 2 * PAD) / max(len(values) - 1, 1)
     return " ".join(f"{PAD + i * step:.1f},{CHART_H - PAD - (v - lo) / span * (CHART_H - 2 * PAD):.1f}"
-                    for i, v in enumerate(values))
+                    for i, v in enumerate(values) if v is not None)
 
 
-def _series(name: str, values: list[float], lo: float | None = None, hi: float | None = None) -> dict:
-    values = [float(v) for v in values if v is not None]
-    lo = min(values, default=0.0) if lo is None else lo
-    hi = max(values, default=1.0) if hi is None else hi
-    return {"name": name, "points": _points(values, lo, hi), "first": values[0] if values else None,
-            "last": values[-1] if values else None, "lo": lo, "hi": hi}
+def _label(value: float | None) -> str:
+    # Three significant digits: a validation NLL can be 0.0004, which fixed decimals show as 0.
+    return "" if value is None else f"{value:.3g}"
+
+
+def _series(name: str, values: list[float | None], lo: float | None = None, hi: float | None = None) -> dict:
+    values = [None if v is None else float(v) for v in values]
+    present = [v for v in values if v is not None]
+    lo = min(present, default=0.0) if lo is None else lo
+    hi = max(present, default=1.0) if hi is None else hi
+    first, last = (present[0], present[-1]) if present else (None, None)
+    return {"name": name, "points": _points(values, lo, hi), "first": _label(first), "last": _label(last),
+            "lo": _label(lo), "hi": _label(hi)}
 
 
 def training_curves(kind: str, history: list[dict]) -> dict | None:
