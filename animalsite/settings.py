@@ -309,12 +309,17 @@ else:
         f"CELERY_BROKER_URL={CELERY_BROKER_URL!r}: use redis://HOST:PORT/DB or filesystem://"
     )
 # "default" is each process's own memory. "shared" is seen by the web and every worker (the
-# retrain check's debounce): the broker's Redis where there is one (keys under "animalsite:"),
-# else files under VAR_DIR, shared by the processes of one machine as the filesystem broker is.
-# Nothing may clear "shared": on Redis it is the broker's database.
-if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
-    _shared_cache = {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CELERY_BROKER_URL,
+# retrain check's debounce): SHARED_CACHE_URL (a redis:// URL), by default the broker's Redis
+# (keys under "animalsite:"), or with the filesystem broker files under VAR_DIR, shared by the
+# processes of one machine as that broker is. Nothing may clear "shared": on the broker's Redis
+# database that would drop the queues.
+_broker_is_redis = CELERY_BROKER_URL.startswith(("redis://", "rediss://"))
+SHARED_CACHE_URL = env_str("SHARED_CACHE_URL", CELERY_BROKER_URL if _broker_is_redis else "")
+if SHARED_CACHE_URL.startswith(("redis://", "rediss://")):
+    _shared_cache = {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": SHARED_CACHE_URL,
                      "KEY_PREFIX": "animalsite"}
+elif SHARED_CACHE_URL:
+    raise ImproperlyConfigured(f"SHARED_CACHE_URL={SHARED_CACHE_URL!r}: use redis://HOST:PORT/DB, or leave it unset")
 else:
     _shared_cache = {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
                      "LOCATION": str(VAR_DIR / "cache")}

@@ -46,7 +46,7 @@ export slow down several times over.
 
 The gate (PROMOTION_MAX_CLASS_DROP, 0.02 by default) refuses a challenger if a class's F1 on
 the test split drops by more than that, but only for classes with PROMOTION_MIN_CLASS_SUPPORT
-(10) test images or more: at these sizes (2-6 test images per class) one image is worth 0.1-0.3
+(10) test images or more (a smaller one vetoes only a drop over 0.5): at these sizes (2-6 test images per class) one image is worth 0.1-0.3
 of F1, and before that rule the gate kept the zero-shot champion (macro-F1 0.61) against a head
 at 0.90. --max-class-drop sets PROMOTION_MAX_CLASS_DROP for the run (1 leaves macro-F1 alone
 to decide).

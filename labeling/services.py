@@ -156,22 +156,33 @@ def decision_make(*, user, token: str, action: str, label: str | None = None, ba
 # their labels when it runs. Without this a burst of decisions (an import, many annotators)
 # queued one check each on the inference queue, ahead of uploads' predictions, and the worker
 # drained them at about 14 a second. The key expires in case its task is lost.
-RETRAIN_CHECK_PENDING_KEY = "labeling:retrain-check-pending"
 RETRAIN_CHECK_PENDING_S = 60
 
 
-def _retrain_check_enqueue() -> None:
-    if settings.RETRAIN_AFTER_LABELS > 0 and caches["shared"].add(RETRAIN_CHECK_PENDING_KEY, 1,
-                                                                  timeout=RETRAIN_CHECK_PENDING_S):
-        from .tasks import retrain_if_due
+def retrain_check_key() -> str:
+    """Per installation (database and queue), so two sites or test runs sharing a Redis never
+    take each other's pending check for their own."""
+    return f"labeling:retrain-check-pending:{settings.INFERENCE_QUEUE}:{settings.DATABASES['default']['NAME']}"
 
-        retrain_if_due.delay()
+
+def _retrain_check_enqueue() -> None:
+    if settings.RETRAIN_AFTER_LABELS <= 0:
+        return
+    from .tasks import retrain_if_due
+
+    key = retrain_check_key()
+    if caches["shared"].add(key, 1, timeout=RETRAIN_CHECK_PENDING_S):
+        try:
+            retrain_if_due.delay()
+        except Exception:
+            caches["shared"].delete(key)  # no check is waiting: the next decision must enqueue one
+            raise
 
 
 def retrain_check() -> TrainingRun | None:
     """The queued check: lets later decisions enqueue again, then counts. A decision that found
     the key set committed before this delete, so the count below sees its label."""
-    caches["shared"].delete(RETRAIN_CHECK_PENDING_KEY)
+    caches["shared"].delete(retrain_check_key())
     return retrain_if_due()
 
 

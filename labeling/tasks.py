@@ -2,6 +2,8 @@
 
 from celery import shared_task
 
+from classifier.tasks import TRANSIENT
+
 from . import services, transfer
 
 
@@ -12,7 +14,8 @@ def import_run(job_id: int) -> None:
 
 
 # Named for what it was before the debounce, so checks already queued by a running site still run.
-@shared_task
+# Retried: the pending key is gone once it starts, so a lost check waits for the next decision.
+@shared_task(autoretry_for=TRANSIENT, retry_backoff=True, retry_backoff_max=60, max_retries=5)
 def retrain_if_due() -> int | None:
     run = services.retrain_check()
     return run.id if run else None

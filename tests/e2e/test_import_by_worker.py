@@ -7,6 +7,7 @@ import pytest
 import requests
 from rest_framework.authtoken.models import Token
 
+from classifier.models import Image, Prediction
 from labeling.roles import role_group
 from tests.helpers import demo_photo, wait_for
 
@@ -33,3 +34,9 @@ def test_it_imports_a_zip_in_the_worker(live_server, celery_worker, species, dja
     assert job["status"] == "done", job["error"]
     assert (job["processed"], job["created_images"], job["percent"]) == (3, 2, 100)
     assert [r["path"] for r in job["rejected"]] == ["starfish/broken.jpg"]
+
+    # Imported photos are predicted like uploads. (Waiting for it also keeps the worker from
+    # still writing predictions while the next test empties the database: on PostgreSQL that
+    # TRUNCATE and the worker's transaction deadlocked once.)
+    wait_for(lambda: Prediction.objects.filter(image__in=Image.objects.all()).values("image").distinct().count() == 2,
+             timeout=120, what="the imported photos' predictions")

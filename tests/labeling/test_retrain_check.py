@@ -13,9 +13,9 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture(autouse=True)
 def _no_pending_check():
-    caches["shared"].delete(services.RETRAIN_CHECK_PENDING_KEY)
+    caches["shared"].delete(services.retrain_check_key())
     yield
-    caches["shared"].delete(services.RETRAIN_CHECK_PENDING_KEY)
+    caches["shared"].delete(services.retrain_check_key())
 
 
 @pytest.fixture
@@ -63,3 +63,28 @@ def test_no_check_is_enqueued_when_retraining_after_labels_is_off(
     predicted_image(version=species, probs=with_margin(species, 0.1))
     decide(annotator, 1, django_capture_on_commit_callbacks)
     assert enqueued == []
+
+
+def test_a_check_that_could_not_be_enqueued_leaves_the_next_decision_to_enqueue_one(
+        settings, monkeypatch, species, annotator, django_capture_on_commit_callbacks):
+    settings.RETRAIN_AFTER_LABELS = 10
+    for _ in range(2):
+        predicted_image(version=species, probs=with_margin(species, 0.1))
+    calls = []
+
+    def broker_down(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            raise ConnectionError("broker unreachable")
+
+    monkeypatch.setattr(tasks.retrain_if_due, "delay", broker_down)
+    with pytest.raises(ConnectionError):
+        decide(annotator, 1, django_capture_on_commit_callbacks)
+    decide(annotator, 1, django_capture_on_commit_callbacks)
+    assert len(calls) == 2
+
+
+def test_installations_sharing_a_redis_keep_their_pending_checks_apart(settings):
+    mine = services.retrain_check_key()
+    settings.INFERENCE_QUEUE = "inference-of-another-site"
+    assert services.retrain_check_key() != mine

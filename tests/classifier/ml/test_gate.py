@@ -68,10 +68,20 @@ def test_a_class_with_few_test_images_cannot_veto_alone():
     assert result.promote
     ant = next(c for c in result.per_class if c.label == "ant")
     assert ant.delta < -0.3 and not ant.checked
-    assert "fewer than 10 test images" in result.reason
+    assert "fewer than 10 test images" in result.reason and "veto only a drop over 0.50" in result.reason
     assert next(r for r in result.to_dict()["per_class"] if r["label"] == "ant")["checked"] is False
     # Counted per class without the support rule, the same image vetoes the promotion.
     assert not compare(truth, champion, challenger, max_class_drop=0.02, min_class_support=1).promote
+
+
+def test_a_small_class_that_is_all_but_lost_still_vetoes():
+    # Both "ant" images go elsewhere: F1 1.0 -> 0.0 is no noise, however small the class.
+    truth = TRUTH + ["ant", "ant"]
+    champion = with_errors({"cat": 5, "dog": 5, "emu": 5}) + ["ant", "ant"]
+    challenger = TRUTH + ["other", "other"]
+    result = compare(truth, champion, challenger, max_class_drop=0.02, min_class_support=10)
+    assert result.challenger_macro_f1 > result.champion_macro_f1
+    assert not result.promote and "ant 1.000→0.000" in result.reason and "vetoes a drop over 0.50" in result.reason
 
 
 def test_a_class_with_enough_test_images_still_vetoes():
