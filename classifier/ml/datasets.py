@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+from .cards import file_sha256
 from .images import decode_image
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"})
@@ -57,14 +58,6 @@ def image_folder(root: str | os.PathLike) -> list[Item]:
     return items
 
 
-def content_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _unit_interval(sha256: str, salt: str) -> float:
     """A number in [0, 1) that depends only on the content hash and the salt."""
     digest = hashlib.sha256(f"{salt}:{sha256}".encode()).digest()
@@ -90,7 +83,7 @@ def assign_splits(items: Iterable[Item], *, test_fraction: float = DEFAULT_TEST_
     """Items with their sha256 and split filled in; a split already given is kept."""
     out = []
     for item in items:
-        sha = item.sha256 or content_sha256(item.path)
+        sha = item.sha256 or file_sha256(item.path)
         split = item.split
         if split is None:
             split = stable_split(sha, test_fraction=test_fraction)

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from .backbones import Backbone, get_spec, load_backbone
-from .datasets import Item, content_sha256
+from .cards import file_sha256
+from .datasets import Item
 from .images import decode_image
 from .preprocessing import Preprocessing
 
@@ -80,7 +81,7 @@ def embed_items(items: Sequence[Item], *, backbone: str, tta: bool = False,
     out = np.empty((len(items), spec.feature_dim), dtype=np.float32)
     use_cache = cache_dir is not None and preprocessing == spec.preprocessing
     cache = EmbeddingCache(cache_dir) if use_cache else None
-    shas = [item.sha256 or content_sha256(item.path) for item in items]
+    shas = [item.sha256 or file_sha256(item.path) for item in items]
     missing = []
     for i, sha in enumerate(shas):
         vector = cache.get(sha, backbone, tta) if cache else None

@@ -38,11 +38,10 @@ from .cards import (  # noqa: F401 (re-exported: cards were defined here first)
     ModelDirError,
     file_sha256,
 )
+from .datasets import IMAGE_SUFFIXES
 from .embed import backbone_features
 from .networks import ImageClassifier
 from .zero_shot import ZeroShotHead
-
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"})
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ import hashlib
 import pytest
 import torch
 
+from classifier.ml.cards import file_sha256
 from classifier.ml.datasets import (
     TEST,
     TRAIN,
@@ -15,7 +16,6 @@ from classifier.ml.datasets import (
     assign_splits,
     check_min_per_class,
     check_training_splits,
-    content_sha256,
     image_folder,
     snapshot_sha256,
     stable_split,
@@ -58,10 +58,10 @@ def test_it_splits_by_content_not_by_name(tmp_path):
     tiny_image("red_blobs", 0).save(tmp_path / "one.png")
     (tmp_path / "copy.png").write_bytes((tmp_path / "one.png").read_bytes())
 
-    sha = content_sha256(tmp_path / "one.png")
+    sha = file_sha256(tmp_path / "one.png")
 
-    assert sha == content_sha256(tmp_path / "copy.png")
-    assert stable_split(sha) == stable_split(content_sha256(tmp_path / "copy.png"))
+    assert sha == file_sha256(tmp_path / "copy.png")
+    assert stable_split(sha) == stable_split(file_sha256(tmp_path / "copy.png"))
 
 
 def test_it_puts_about_the_test_fraction_in_test():
