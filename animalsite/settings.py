@@ -118,6 +118,7 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "classifier",
     "labeling",
+    "animalsite",  # the commands that run the whole product: run_all, demo_setup
 ]
 
 MIDDLEWARE = [
@@ -235,7 +236,7 @@ EMBEDDING_CACHE_DIR = Path(env_str("EMBEDDING_CACHE_DIR", str(VAR_DIR / "embeddi
 ONNX_DIR = Path(env_str("ONNX_DIR", str(MODELS_ROOT / "onnx")))
 # Where training reads the current labels from: {image id: class name}. A dotted path, so
 # classifier never imports labeling (labeling depends on classifier, not the reverse).
-TRAINING_LABELS_SOURCE = env_str("TRAINING_LABELS_SOURCE", "labeling.datasets.training_labels")
+TRAINING_LABELS_SOURCE = env_str("TRAINING_LABELS_SOURCE", "labeling.selectors.training_labels")
 RETRAIN_AFTER_LABELS = env_int("RETRAIN_AFTER_LABELS", 50, minimum=0)  # 0: never by label count
 RETRAIN_MODE = env_str("RETRAIN_MODE", "head")
 TRAINING_MIN_PER_CLASS = env_int("TRAINING_MIN_PER_CLASS", 5, minimum=2)
@@ -344,6 +345,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "classifier.api.errors.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "animalsite API",

@@ -6,7 +6,7 @@ from django.views.static import serve
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from classifier import api as classifier_api
+from classifier.api import images as images_api
 
 def serve_media(request, path):
     # MEDIA_ROOT is read per request: tests (and operators) may point it elsewhere.
@@ -14,8 +14,8 @@ def serve_media(request, path):
 
 
 router = DefaultRouter()
-router.register("images", classifier_api.ImageViewSet, basename="api-image")
-router.register("species", classifier_api.SpeciesViewSet, basename="api-species")
+router.register("images", images_api.ImageViewSet, basename="api-image")
+router.register("species", images_api.SpeciesViewSet, basename="api-species")
 
 urlpatterns = [
     path("", include("classifier.urls")),

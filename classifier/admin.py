@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from . import services
+from . import registry
 from .models import (
     DatasetSnapshot,
     Embedding,
@@ -27,17 +27,17 @@ class SpeciesAdmin(admin.ModelAdmin):
     def merge_into_first(self, request, queryset):
         target, *sources = list(queryset.order_by("name"))
         for source in sources:
-            services.species_merge(source=source, target=target)
+            registry.species_merge(source=source, target=target)
         self.message_user(request, f"Merged {', '.join(s.name for s in sources) or 'nothing'} into {target.name}.")
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
         # A new class or mapping is a new zero-shot version, never an edit of the old one.
-        services.zero_shot_version_sync()
+        registry.zero_shot_version_sync()
 
     def delete_model(self, request, obj):
         super().delete_model(request, obj)
-        services.zero_shot_version_sync()
+        registry.zero_shot_version_sync()
 
 
 class PredictionInline(admin.TabularInline):

@@ -1,4 +1,4 @@
-"""Writes for batch inference jobs: plan chunks, predict each chunk once, report progress.
+"""Batch inference jobs: plan chunks, predict each chunk once, report progress.
 
 job_create() stores the request and enqueues job_plan on commit; job_plan() freezes the list of
 images (unpacking a zip first), cuts it into InferenceChunk rows and enqueues one task per
@@ -6,6 +6,9 @@ chunk, so every worker on the inference queue can take a share. chunk_run() clai
 with a conditional UPDATE (a chunk delivered twice writes nothing twice; a claim older than
 INFERENCE_CHUNK_TIMEOUT_S belongs to a dead worker and is taken over), predicts the images
 the job's version has not predicted yet, and writes the predictions in bulk.
+
+A promotion starts a job too (source "repredict"): the new champion predicts every image it
+has not seen yet, and its chunks stop as soon as a newer champion has taken over.
 """
 
 import logging
@@ -15,7 +18,6 @@ import time
 import zipfile
 from datetime import timedelta
 
-import numpy as np
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import transaction
@@ -24,23 +26,22 @@ from django.db.models.functions import Greatest
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from . import archives, selectors, serving
-from .ml.batch import BatchStats, predict_stream
-from .models import Embedding, Image, InferenceChunk, InferenceJob, Prediction
+from . import enqueue, registry, uploads
+from .errors import Conflict, Rejected
+from .models import Image, InferenceChunk, InferenceJob, ModelVersion, Prediction
+from .predictions import predict_images, predictions_write
 
 logger = logging.getLogger(__name__)
 LOWEST_SHOWN = 20
 
 
-class JobRejected(ValueError):
+class JobRejected(Rejected):
     pass
 
 
 def job_create(*, user, source: str, image_ids: list[int] | None = None, archive=None) -> InferenceJob:
-    from .services import zero_shot_version_sync
-
-    if source not in InferenceJob.Source.values:
-        raise JobRejected(f"Unknown source {source!r}; choose one of: {', '.join(InferenceJob.Source.values)}")
+    if source not in InferenceJob.REQUESTABLE:
+        raise JobRejected(f"Unknown source {source!r}; choose one of: {', '.join(InferenceJob.REQUESTABLE)}")
     fields = {}
     if source == InferenceJob.Source.SELECTION:
         wanted = sorted({int(i) for i in image_ids or []})
@@ -51,28 +52,41 @@ def job_create(*, user, source: str, image_ids: list[int] | None = None, archive
             raise JobRejected(f"No such images: {', '.join(map(str, missing[:20]))}")
         fields["image_ids"] = wanted
     elif source == InferenceJob.Source.ZIP:
-        if archive is None or not archives.is_zip(archive):
+        if archive is None or not uploads.is_zip(archive):
             raise JobRejected("A zip job needs a zip archive of photos.")
         fields["archive"] = default_storage.save(f"jobs/{timezone.now():%Y/%m/%d}/{archive.name}", archive)
         fields["filename"] = archive.name[:255]
-    version = selectors.production_model() or zero_shot_version_sync()
+    return _job_start(source=source, version=registry.serving_version(), user=user,
+                      chunk_size=settings.INFERENCE_CHUNK_SIZE, **fields)
+
+
+def job_repredict(*, version_id: int) -> InferenceJob | None:
+    """After a promotion: the new champion predicts the images it has not seen yet."""
+    version = ModelVersion.objects.filter(id=version_id, status=ModelVersion.Status.PRODUCTION).first()
+    if version is None:
+        return None  # a newer champion took over; its own job covers these images
+    return _job_start(source=InferenceJob.Source.REPREDICT, version=version, user=None,
+                      chunk_size=settings.REPREDICT_CHUNK_SIZE)
+
+
+def _job_start(*, source: str, version: ModelVersion, user, chunk_size: int, **fields) -> InferenceJob:
     with transaction.atomic():
-        job = InferenceJob.objects.create(source=source, requested_by=user, version=version,
-                                          chunk_size=settings.INFERENCE_CHUNK_SIZE, **fields)
-        transaction.on_commit(lambda: _enqueue_plan(job.id))
+        job = InferenceJob.objects.create(source=source, requested_by=user, version=version, chunk_size=chunk_size,
+                                          **fields)
+        enqueue.on_commit("classifier.tasks.inference_job_plan", job.id)
     return job
-
-
-def _enqueue_plan(job_id: int) -> None:
-    from .tasks import inference_job_plan
-
-    inference_job_plan.delay(job_id)
 
 
 def unlabelled_image_ids() -> list[int]:
     labelled = set(import_string(settings.TRAINING_LABELS_SOURCE)())
     ids = Image.objects.exclude(status=Image.Status.PREDICTING).order_by("id").values_list("id", flat=True)
     return [i for i in ids if i not in labelled]
+
+
+def _unpredicted_image_ids(version: ModelVersion) -> list[int]:
+    return list(Image.objects.exclude(predictions__model_version=version)
+                .filter(status__in=[Image.Status.PREDICTED, Image.Status.QUEUED, Image.Status.FAILED])
+                .order_by("id").values_list("id", flat=True))
 
 
 def job_plan(*, job_id: int) -> InferenceJob | None:
@@ -86,6 +100,8 @@ def job_plan(*, job_id: int) -> InferenceJob | None:
             ids = _unpack(job)
         elif job.source == InferenceJob.Source.UNLABELLED:
             ids = unlabelled_image_ids()
+        elif job.source == InferenceJob.Source.REPREDICT:
+            ids = _unpredicted_image_ids(job.version)
         else:
             ids = list(job.image_ids)
     except zipfile.BadZipFile as e:
@@ -97,26 +113,19 @@ def job_plan(*, job_id: int) -> InferenceJob | None:
             for n, start in enumerate(range(0, len(ids), size))
         ], ignore_conflicts=True)
         InferenceJob.objects.filter(id=job.id).update(image_ids=ids, total=len(ids), status=InferenceJob.Status.RUNNING)
-        chunk_ids = list(InferenceChunk.objects.filter(job=job).values_list("id", flat=True))
-        transaction.on_commit(lambda: _enqueue_chunks(chunk_ids))
+        for chunk_id in InferenceChunk.objects.filter(job=job).values_list("id", flat=True):
+            enqueue.on_commit("classifier.tasks.inference_chunk", chunk_id)
     job.refresh_from_db()
     if not chunks:
         return _finish(job, InferenceJob.Status.DONE)
     return job
 
 
-def _enqueue_chunks(chunk_ids: list[int]) -> None:
-    from .tasks import inference_chunk
-
-    for chunk_id in chunk_ids:
-        inference_chunk.delay(chunk_id)
-
-
 def _unpack(job: InferenceJob) -> list[int]:
     ids, rejected = [], []
     with default_storage.open(job.archive.name, "rb") as f, zipfile.ZipFile(f) as archive:
-        for path in archives.members(archive):
-            member = archives.member_upload(archive, path, user=job.requested_by, classify=False)
+        for path in uploads.zip_members(archive):
+            member = uploads.zip_member_upload(archive, path, user=job.requested_by, classify=False)
             if member.upload is None:
                 rejected.append({"path": path, "reason": member.reason})
             elif member.upload.image.id not in ids:
@@ -131,7 +140,7 @@ def job_cancel(*, job: InferenceJob) -> InferenceJob:
         cancel_requested=True, status=InferenceJob.Status.CANCELLED)
     if not updated:
         job.refresh_from_db()
-        raise JobRejected(f"Job {job.id} has already finished ({job.status}).")
+        raise Conflict(f"Job {job.id} has already finished ({job.status}).")
     job.refresh_from_db()
     _refresh_progress(job.id)
     return job
@@ -147,81 +156,32 @@ def _claim(chunk_id: int) -> InferenceChunk | None:
     return InferenceChunk.objects.select_related("job", "job__version").get(id=chunk_id)
 
 
+def _superseded(job: InferenceJob) -> bool:
+    return job.source == InferenceJob.Source.REPREDICT and job.version.status != ModelVersion.Status.PRODUCTION
+
+
 def chunk_run(*, chunk_id: int) -> InferenceChunk | None:
     chunk = _claim(chunk_id)
     if chunk is None:
         return None
     job = chunk.job
-    if job.cancel_requested:
+    if job.cancel_requested or _superseded(job):
         InferenceChunk.objects.filter(id=chunk.id).update(status=InferenceChunk.Status.SKIPPED)
         _refresh_progress(job.id)
         return chunk
     started = time.perf_counter()
-    version = job.version
-    done = set(Prediction.objects.filter(model_version=version, image_id__in=chunk.image_ids)
+    done = set(Prediction.objects.filter(model_version=job.version, image_id__in=chunk.image_ids)
                .values_list("image_id", flat=True))
-    todo = [i for i in chunk.image_ids if i not in done]
-    predictor = serving.get_predictor(version)
-    rows, embeddings, failed = [], [], {}
-    stats = BatchStats()
-    if todo and serving.rescores_embeddings(predictor.card):
-        stored = dict(Embedding.objects.filter(image_id__in=todo, backbone=version.backbone)
-                      .values_list("image_id", "vector"))
-        if stored:
-            keys = list(stored)
-            vectors = np.stack([np.frombuffer(bytes(stored[k]), dtype="<f4") for k in keys])
-            model_started = time.perf_counter()
-            results = predictor.predict_embeddings(vectors, top_k=settings.PREDICTION_TOP_K)
-            stats.model_seconds += time.perf_counter() - model_started
-            rows += [(k, r, f"{predictor.embeddings_backend} (stored features)") for k, r in zip(keys, results)]
-            todo = [i for i in todo if i not in stored]
-    if todo:
-        names = dict(Image.objects.filter(id__in=todo).values_list("id", "original"))
-        items = [(i, _loader(names[i])) for i in todo if i in names]
-        for image_id, result, error in predict_stream(
-                predictor, items, batch_size=settings.INFERENCE_BATCH_SIZE, threads=settings.INFERENCE_DECODE_THREADS,
-                top_k=settings.PREDICTION_TOP_K, max_pixels=settings.UPLOAD_MAX_PIXELS, stats=stats):
-            if result is None:
-                failed[image_id] = error
-            else:
-                rows.append((image_id, result, predictor.backend))
-                embeddings.append((image_id, result.embedding))
-    _write(version, rows, embeddings if not predictor.card.tta else [], failed)
+    predicted = predict_images(job.version, [i for i in chunk.image_ids if i not in done])
+    predictions_write(version=job.version, predicted=predicted)
     InferenceChunk.objects.filter(id=chunk.id).update(
-        status=InferenceChunk.Status.DONE, written=len(rows), failed={str(k): v for k, v in failed.items()},
-        seconds=round(time.perf_counter() - started, 3), decode_seconds=round(stats.decode_seconds, 3),
-        model_seconds=round(stats.model_seconds, 3))
+        status=InferenceChunk.Status.DONE, written=len(predicted.rows),
+        failed={str(k): v for k, v in predicted.failed.items()},
+        seconds=round(time.perf_counter() - started, 3), decode_seconds=round(predicted.stats.decode_seconds, 3),
+        model_seconds=round(predicted.stats.model_seconds, 3))
     _refresh_progress(job.id)
     chunk.refresh_from_db()
     return chunk
-
-
-def _loader(name: str):
-    def load() -> bytes:
-        with default_storage.open(name, "rb") as f:
-            return f.read()
-    return load
-
-
-@transaction.atomic
-def _write(version, rows, embeddings, failed) -> None:
-    now = timezone.now()
-    Prediction.objects.bulk_create([
-        Prediction(image_id=image_id, model_version=version, label=r.label, confidence=r.confidence,
-                   top=[{"label": s.label, "p": round(s.p, 6)} for s in r.top],
-                   probabilities=[round(p, 6) for p in r.probabilities], backend=backend,
-                   model_ms=round(r.duration_ms, 3), latency_ms=round(r.duration_ms, 3), created=now)
-        for image_id, r, backend in rows
-    ], ignore_conflicts=True)  # a re-delivered chunk, or a single-image task that got there first
-    Embedding.objects.bulk_create([
-        Embedding(image_id=image_id, backbone=version.backbone, dim=int(v.size), vector=np.asarray(v, "<f4").tobytes())
-        for image_id, v in embeddings
-    ], ignore_conflicts=True)
-    Image.objects.filter(id__in=[image_id for image_id, _, _ in rows]).exclude(
-        status=Image.Status.PREDICTED).update(status=Image.Status.PREDICTED, status_changed=now, error="")
-    for image_id, error in failed.items():
-        Image.objects.filter(id=image_id).exclude(status=Image.Status.PREDICTED).update(
-            status=Image.Status.FAILED, status_changed=now, error=error)
 
 
 def _refresh_progress(job_id: int) -> None:

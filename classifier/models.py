@@ -270,7 +270,9 @@ class Prediction(models.Model):
     probabilities = models.JSONField()  # in the version's class order
     backend = models.CharField(max_length=32)
     model_ms = models.FloatField(help_text="time in the network")
-    latency_ms = models.FloatField(help_text="from the image being queued to this prediction")
+    latency_ms = models.FloatField(null=True, blank=True, help_text=(
+        "from the image being queued to this prediction; empty for rows written in bulk (batch jobs,"
+        " re-scoring), whose time in the network is model_ms"))
     created = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -313,7 +315,9 @@ class InferenceJob(models.Model):
         UNLABELLED = "unlabelled"
         SELECTION = "selection"
         ZIP = "zip"
+        REPREDICT = "repredict"  # started by a promotion: the new champion's unseen images
 
+    REQUESTABLE = (Source.UNLABELLED, Source.SELECTION, Source.ZIP)
     FINISHED = (Status.DONE, Status.CANCELLED, Status.FAILED)
 
     source = models.CharField(max_length=16, choices=Source.choices)

@@ -1,6 +1,8 @@
 from django.urls import path
 
-from . import jobs_api, training_api, views
+from . import views
+from .api import jobs as jobs_api
+from .api import training as training_api
 
 urlpatterns = [
     path("", views.upload, name="upload"),

@@ -8,10 +8,12 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
 
+from classifier.api.serializers import PredictionSerializer
+from classifier.errors import Rejected
 from classifier.models import Image
-from classifier.serializers import PredictionSerializer
 
-from . import selectors, services, transfer
+from . import agreement as agreement_stats
+from . import exports, imports, label_errors, review_queue, selectors, services
 from .models import Annotation, ImportJob
 
 
@@ -78,14 +80,6 @@ class FeedbackSerializer(serializers.Serializer):
     label = serializers.CharField()
 
 
-def conflict(e: Exception) -> Response:
-    return Response({"detail": str(e)}, status=status.HTTP_409_CONFLICT)
-
-
-def bad_request(e: Exception) -> Response:
-    return Response({"detail": str(e)}, status=status.HTTP_400_BAD_REQUEST)
-
-
 @extend_schema(responses=QueueItemSerializer(many=True))
 @api_view(["GET"])
 @permission_classes([CanAnnotate])
@@ -94,11 +88,11 @@ def queue_next(request):
     try:
         count = max(1, min(int(request.query_params.get("count", 1)), 20))
     except ValueError:
-        return bad_request(ValueError("count must be a number"))
-    claims = services.queue_next(user=request.user, count=count)
+        raise Rejected("count must be a number") from None
+    claims = review_queue.queue_next(user=request.user, count=count)
     suspects = {}
     if request.user.has_perm("labeling.review"):  # annotators are not told, nor made to wait for a run
-        suspects = {s.image_id: s for s in selectors.suspected_labels()}
+        suspects = {s.image_id: s for s in label_errors.suspected_labels()}
     return Response(QueueItemSerializer(claims, many=True, context={"suspects": suspects}).data)
 
 
@@ -109,12 +103,7 @@ def decision_create(request):
     """Accept the suggestion, choose a class, or reject ("not an animal / none of these")."""
     data = DecisionSerializer(data=request.data)
     data.is_valid(raise_exception=True)
-    try:
-        annotation = services.decision_make(user=request.user, **data.validated_data)
-    except services.Conflict as e:
-        return conflict(e)
-    except ValueError as e:
-        return bad_request(e)
+    annotation = services.decision_make(user=request.user, **data.validated_data)
     return Response(AnnotationSerializer(annotation).data, status=status.HTTP_201_CREATED)
 
 
@@ -123,10 +112,7 @@ def decision_create(request):
 @permission_classes([CanAnnotate])
 def decision_undo(request):
     """Undo your last decision; its image comes back to you."""
-    try:
-        _, claim = services.decision_undo(user=request.user)
-    except services.Conflict as e:
-        return conflict(e)
+    _, claim = services.decision_undo(user=request.user)
     return Response(QueueItemSerializer(claim).data)
 
 
@@ -136,10 +122,7 @@ def decision_undo(request):
 def skip(request):
     data = TokenSerializer(data=request.data)
     data.is_valid(raise_exception=True)
-    try:
-        services.skip(user=request.user, token=data.validated_data["token"])
-    except services.Conflict as e:
-        return conflict(e)
+    services.skip(user=request.user, token=data.validated_data["token"])
     return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -165,10 +148,7 @@ def image_feedback(request, image_id: int):
     image = _visible_image(request, image_id)
     data = FeedbackSerializer(data=request.data)
     data.is_valid(raise_exception=True)
-    try:
-        annotation = services.feedback_give(user=request.user, image=image, label=data.validated_data["label"])
-    except ValueError as e:
-        return bad_request(e)
+    annotation = services.feedback_give(user=request.user, image=image, label=data.validated_data["label"])
     return Response(AnnotationSerializer(annotation).data, status=status.HTTP_201_CREATED)
 
 
@@ -201,11 +181,8 @@ def import_create(request):
     """Import labelled photos from a zip; poll the job for progress and the rejected files."""
     upload = request.FILES.get("file")
     if upload is None:
-        return bad_request(ValueError("Send the zip as the multipart field `file`."))
-    try:
-        job = transfer.import_start(user=request.user, file=upload)
-    except transfer.ImportRejected as e:
-        return bad_request(e)
+        raise Rejected("Send the zip as the multipart field `file`.")
+    job = imports.import_start(user=request.user, file=upload)
     return Response(ImportJobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
 
 
@@ -217,9 +194,9 @@ def import_detail(request, job_id: int):
 
 
 EXPORTS = {
-    "zip": ("application/zip", "labels.zip", transfer.export_zip),
-    "csv": ("text/csv", "labels.csv", transfer.export_csv),
-    "json": ("application/json", "label-history.json", transfer.export_history_json),
+    "zip": ("application/zip", "labels.zip", exports.export_zip),
+    "csv": ("text/csv", "labels.csv", exports.export_csv),
+    "json": ("application/json", "label-history.json", exports.export_history_json),
 }
 
 
@@ -233,7 +210,7 @@ def export(request):
     """The current labels as an ImageFolder zip or CSV, or the full history as JSON."""
     fmt = request.query_params.get("kind", "zip")
     if fmt not in EXPORTS:
-        return bad_request(ValueError(f"Unknown format {fmt!r}; choose one of: {', '.join(EXPORTS)}"))
+        raise Rejected(f"Unknown format {fmt!r}; choose one of: {', '.join(EXPORTS)}")
     content_type, filename, make = EXPORTS[fmt]
     response = HttpResponse(make(), content_type=content_type)
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
@@ -249,4 +226,4 @@ def export(request):
 @permission_classes([CanReview])
 def agreement(request):
     """Inter-annotator agreement on double-annotated images: Cohen's kappa per pair."""
-    return Response(selectors.agreement())
+    return Response(agreement_stats.agreement())

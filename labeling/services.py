@@ -1,30 +1,27 @@
-"""Writes for labeling: claims, decisions, undo, skip and uploader feedback.
+"""Writes for labeling: decisions, undo, skip and uploader feedback.
 
 Every write appends; nothing here updates an Annotation. Conflicts (a stale claim, a label
 that changed since the client loaded it) raise Conflict, which the API turns into a 409.
 """
 
-import logging
 import secrets
 from datetime import timedelta
 
 from django.conf import settings
-from django.core.cache import caches
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from classifier import training
-from classifier.models import Image, Species, TrainingRun
+from classifier import errors
+from classifier.models import Image, Species
 
-from . import selectors
-from .datasets import labels_since
+from . import retrain, selectors
 from .models import Annotation, Claim, Skip
+from .review_queue import lock_image
 
 ACTIONS = ("accept", "choose", "reject")
-logger = logging.getLogger(__name__)
 
 
-class Conflict(Exception):
+class Conflict(errors.Conflict):
     """The decision was based on something that is no longer true; nothing was written."""
 
 
@@ -33,70 +30,6 @@ def role_of(user) -> str:
 
 
 # --- the queue -------------------------------------------------------------------------------
-
-def queue_next(*, user, count: int = 1) -> list[Claim]:
-    """The user's next `count` images, each held for them for REVIEW_CLAIM_SECONDS.
-
-    Claims the user already holds come first (a reload loses nothing). A claim is a row
-    with a unique image: of two annotators racing for one image, one INSERT fails and that
-    annotator moves on to the next candidate. That is correct on every database; on
-    PostgreSQL the candidate rows are also locked with SKIP LOCKED so racers spread out
-    instead of colliding on the same head of the queue.
-    """
-    now = timezone.now()
-    held = list(selectors.live_claims(user)[:count])
-    if len(held) >= count:
-        return held
-    Claim.objects.filter(expires__lte=now).delete()
-    wanted = count - len(held)
-    claims = list(held)
-    for _ in range(3):  # a few rounds: racers may take some of our candidates
-        ranked = selectors.queue_order(user, count=wanted * 2)
-        if not ranked:
-            break
-        for image_id in ranked:
-            claim = _claim(user=user, image_id=image_id, now=now)
-            if claim is not None:
-                claims.append(claim)
-                wanted -= 1
-                if wanted == 0:
-                    return claims
-    return claims
-
-
-def _lock_image(image_id: int, *, skip_locked: bool = False) -> bool:
-    """Serialise claims and decisions on one image; False if skip_locked found it busy.
-
-    On PostgreSQL a row lock. NO KEY UPDATE, not UPDATE: a plain FOR UPDATE also blocks the
-    key-share locks that inserting an Annotation or a Claim takes on the image, and two
-    annotators (one claiming, one undoing) deadlocked in test_concurrency. On SQLite every
-    write transaction already holds the database's one write lock from its start (settings:
-    transaction_mode IMMEDIATE), which serialises the same way.
-    """
-    if connection.vendor != "postgresql":
-        return True
-    rows = Image.objects.select_for_update(skip_locked=skip_locked, no_key=True).filter(id=image_id)
-    return rows.values_list("id", flat=True).first() is not None
-
-
-def _claim(*, user, image_id: int, now) -> Claim | None:
-    try:
-        with transaction.atomic():
-            if not _lock_image(image_id, skip_locked=True):
-                return None
-            # The ranking was read before this transaction: in between, someone may have
-            # decided on this image, or claimed it and released it again. Check afresh.
-            if not selectors.queue_candidates(user).filter(id=image_id).exists():
-                return None
-            return Claim.objects.create(
-                image_id=image_id,
-                user=user,
-                token=secrets.token_hex(16),
-                created=now,
-                expires=now + timedelta(seconds=settings.REVIEW_CLAIM_SECONDS),
-            )
-    except IntegrityError:
-        return None
 
 
 def _live_claim(*, user, token: str) -> Claim:
@@ -110,14 +43,17 @@ def _live_claim(*, user, token: str) -> Claim:
 
 # --- decisions -------------------------------------------------------------------------------
 
+
+# --- decisions -------------------------------------------------------------------------------
+
 @transaction.atomic
 def decision_make(*, user, token: str, action: str, label: str | None = None, based_on: int | None = None,
                   time_taken_ms: int | None = None) -> Annotation:
     """Record one queue decision: accept the suggestion, choose a class, or reject."""
     if action not in ACTIONS:
-        raise ValueError(f"Unknown action {action!r}; choose one of: {', '.join(ACTIONS)}")
+        raise errors.Rejected(f"Unknown action {action!r}; choose one of: {', '.join(ACTIONS)}")
     claim = _live_claim(user=user, token=token)
-    _lock_image(claim.image_id)
+    lock_image(claim.image_id)
     image = claim.image
     if based_on is not None and selectors.latest_annotation_id(image.id) != based_on:
         raise Conflict("The label of this image changed since you loaded it. Reload to see its history.")
@@ -127,7 +63,7 @@ def decision_make(*, user, token: str, action: str, label: str | None = None, ba
     species = None
     if action == "accept":
         if not prediction or suggestion == "other":
-            raise ValueError("There is no suggestion to accept for this image; choose a class or reject it.")
+            raise errors.Rejected("There is no suggestion to accept for this image; choose a class or reject it.")
         species = _species(suggestion)
         kind = Annotation.Kind.ACCEPTED
     elif action == "choose":
@@ -148,66 +84,15 @@ def decision_make(*, user, token: str, action: str, label: str | None = None, ba
         time_taken_ms=time_taken_ms,
     )
     claim.delete()
-    transaction.on_commit(_retrain_check_enqueue)
+    transaction.on_commit(retrain.retrain_check_enqueue)
     return annotation
-
-
-# While a retrain check waits in the queue, decisions enqueue no other: the waiting one counts
-# their labels when it runs. Without this a burst of decisions (an import, many annotators)
-# queued one check each on the inference queue, ahead of uploads' predictions, and the worker
-# drained them at about 14 a second. The key expires in case its task is lost.
-RETRAIN_CHECK_PENDING_S = 60
-
-
-def retrain_check_key() -> str:
-    """Per installation (database and queue), so two sites or test runs sharing a Redis never
-    take each other's pending check for their own."""
-    return f"labeling:retrain-check-pending:{settings.INFERENCE_QUEUE}:{settings.DATABASES['default']['NAME']}"
-
-
-def _retrain_check_enqueue() -> None:
-    if settings.RETRAIN_AFTER_LABELS <= 0:
-        return
-    from .tasks import retrain_if_due
-
-    key = retrain_check_key()
-    if caches["shared"].add(key, 1, timeout=RETRAIN_CHECK_PENDING_S):
-        try:
-            retrain_if_due.delay()
-        except Exception:
-            caches["shared"].delete(key)  # no check is waiting: the next decision must enqueue one
-            raise
-
-
-def retrain_check() -> TrainingRun | None:
-    """The queued check: lets later decisions enqueue again, then counts. A decision that found
-    the key set committed before this delete, so the count below sees its label."""
-    caches["shared"].delete(retrain_check_key())
-    return retrain_if_due()
-
-
-def retrain_if_due() -> TrainingRun | None:
-    """A training run once RETRAIN_AFTER_LABELS labels arrived since the last run was asked for.
-
-    Runs in a worker (decisions only enqueue the check): counting is cheap, but checking the
-    labels can be trained on reads them all."""
-    if settings.RETRAIN_AFTER_LABELS <= 0:
-        return None
-    last = TrainingRun.objects.order_by("-created", "-id").first()
-    if labels_since(last.created if last else None) < settings.RETRAIN_AFTER_LABELS:
-        return None
-    try:
-        return training.training_request(mode=settings.RETRAIN_MODE, trigger=TrainingRun.Trigger.LABELS)
-    except training.TrainingRefused as e:
-        logger.info("retrain after labels skipped: %s", e)
-        return None
 
 
 def _species(label: str | None) -> Species:
     name = (label or "").strip().lower()
     species = Species.objects.filter(name=name, active=True).first()
     if species is None:
-        raise ValueError(f"No active class named {label!r}.")
+        raise errors.Rejected(f"No active class named {label!r}.")
     return species
 
 
@@ -217,7 +102,7 @@ def decision_undo(*, user) -> tuple[Annotation, Claim]:
     last = selectors.last_decision(user)
     if last is None:
         raise Conflict("There is nothing to undo.")
-    _lock_image(last.image_id)
+    lock_image(last.image_id)
     if Annotation.objects.filter(image_id=last.image_id, id__gt=last.id).exclude(user=user).exists():
         raise Conflict("Someone else has decided on this image since; open its history instead of undoing.")
     try:

@@ -4,7 +4,7 @@ from django.shortcuts import render
 
 from classifier.selectors import active_species
 
-from . import selectors
+from .agreement import agreement
 from .models import ImportJob
 
 
@@ -18,5 +18,5 @@ def review(request):
 @login_required
 @permission_required("labeling.review", raise_exception=True)
 def labels(request):
-    ctx = {"jobs": ImportJob.objects.all()[:10], "agreement": selectors.agreement()}
+    ctx = {"jobs": ImportJob.objects.all()[:10], "agreement": agreement()}
     return render(request, "labeling/labels.html", ctx)

@@ -6,14 +6,13 @@ Redis in CI), and against the embedded default (SQLite file, filesystem broker) 
 
 import os
 import subprocess
-import sys
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, demo_photo, worker_database_url
+from animalsite import processes
+from tests.helpers import demo_photo, worker_database_url
 
 
 @pytest.fixture(scope="session")
@@ -77,10 +76,10 @@ def staff(django_user_model):
 @pytest.fixture
 def species(db):
     """The demo's classes and a production zero-shot version for them."""
-    from classifier import services
+    from classifier import registry
 
-    services.species_create_many(names=["dalmatian", "flamingo", "llama", "starfish", "dog", "cat"])
-    return services.zero_shot_version_sync()
+    registry.species_create_many(names=["dalmatian", "flamingo", "llama", "starfish", "dog", "cat"])
+    return registry.zero_shot_version_sync()
 
 
 def start_worker(*, queues: dict[str, str], log_dir: Path, media_dir: Path, env: dict | None = None,
@@ -100,36 +99,15 @@ def start_worker(*, queues: dict[str, str], log_dir: Path, media_dir: Path, env:
         PYTHONUNBUFFERED="1",
     )
     environ.update(env or {})
-    log_path = log_dir / "worker.log"
-    log = open(log_path, "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "animalsite", "worker", "-Q", ",".join(queues.values()),
-         "--concurrency", "1", "--pool", pool, "--loglevel", "INFO", "--hostname", f"test-{uuid.uuid4().hex[:6]}@%h",
-         "--without-gossip", "--without-mingle"],
-        cwd=REPO, env=environ, stdout=log, stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 120
-    while "ready." not in log_path.read_text():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"the Celery worker did not start:\n{log_path.read_text()[-4000:]}")
-        time.sleep(0.2)
-    process.log_path = log_path
-    process.log = log
-    return process
+    process = processes.start(processes.worker_command(list(queues.values()), pool=pool, name="test"),
+                              env=environ, log_path=log_dir / "worker.log", name="the Celery worker")
+    return processes.wait_ready(process, timeout=120)
 
 
 def stop_worker(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    process.log.close()
+    processes.stop(process)
     if process.returncode not in (0, -15, -9):
-        print(process.log_path.read_text()[-4000:])
+        print(processes.tail(process.log_path, 80))
 
 
 @pytest.fixture(scope="session")

@@ -8,10 +8,10 @@ not start processes of their own, and Pillow's decode and resize release the GIL
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Hashable, Iterator, Sequence
 
-
-from .images import InvalidImage, decode_image
+from .images import DEFAULT_MAX_PIXELS, InvalidImage, decode_image
 
 Load = Callable[[], bytes]  # returns one image's bytes (a file, a storage object, a zip member)
 
@@ -35,7 +35,7 @@ class BatchStats:
 def _prepare(load: Load, transform: Callable, max_pixels: int | None):
     started = time.perf_counter()
     try:
-        image = decode_image(load(), max_pixels=max_pixels).image
+        image = decode_image(load(), max_pixels=max_pixels or DEFAULT_MAX_PIXELS).image
         return transform(image), None, time.perf_counter() - started
     except (InvalidImage, OSError, ValueError) as e:
         error = str(e) if isinstance(e, InvalidImage) else f"{type(e).__name__}: {e}"
@@ -79,3 +79,16 @@ def predict_stream(predictor, items: Sequence[tuple[Hashable, Load]], *, batch_s
                     stats.images += 1
                     yield key, next(results), None
     stats.seconds += time.perf_counter() - started
+
+
+def predict_files(predictor, files: Sequence[Path], *, top_k: int = 5, batch_size: int = 16,
+                  max_pixels: int | None = None) -> Iterator[dict]:
+    """One JSON-able line per file, in order: {"path", "top": [{"label", "p"}, ...]}, or
+    {"path", "error"} for a file that is not a usable image (the command lines print these)."""
+    items = [(i, path.read_bytes) for i, path in enumerate(files)]
+    for i, result, error in predict_stream(predictor, items, batch_size=batch_size, threads=1, top_k=top_k,
+                                           max_pixels=max_pixels):
+        if result is None:
+            yield {"path": str(files[i]), "error": error}
+        else:
+            yield {"path": str(files[i]), "top": [{"label": s.label, "p": round(s.p, 6)} for s in result.top]}

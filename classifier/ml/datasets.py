@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from .cards import file_sha256
-from .images import decode_image
+from .images import IMAGE_SUFFIXES, decode_image, is_image_name
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"})
 TRAIN, VAL, TEST = "train", "val", "test"
 SPLITS = (TRAIN, VAL, TEST)
 DEFAULT_TEST_FRACTION = 0.3
@@ -49,7 +48,7 @@ def image_folder(root: str | os.PathLike) -> list[Item]:
         Item(path=path, label=class_dir.name)
         for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         for path in sorted(class_dir.iterdir())
-        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+        if path.is_file() and is_image_name(path)
     ]
     if not items:
         raise FileNotFoundError(

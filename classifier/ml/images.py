@@ -1,12 +1,17 @@
 """Decoding uploaded bytes into a clean RGB picture, or a clear reason why not."""
 
 import io
+import os
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+# File names taken for images when a folder or a zip is searched (decoding decides the rest).
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"})
 ACCEPTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "TIFF"})
 DEFAULT_MAX_PIXELS = 50_000_000
 
@@ -102,3 +107,22 @@ def encode_jpeg(im: Image.Image, *, quality: int = 88) -> bytes:
     out = io.BytesIO()
     im.save(out, format="JPEG", quality=quality, optimize=True)
     return out.getvalue()
+
+
+def is_image_name(name: str | os.PathLike) -> bool:
+    return Path(name).suffix.lower() in IMAGE_SUFFIXES
+
+
+def image_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """Files as given, and the image files under folders (sorted); FileNotFoundError names a
+    path that does not exist."""
+    found = []
+    for name in paths:
+        path = Path(name)
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.is_file() and is_image_name(p))
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise FileNotFoundError(f"{name}: no such file or directory")
+    return found

@@ -38,8 +38,9 @@ from .cards import (  # noqa: F401 (re-exported: cards were defined here first)
     ModelDirError,
     file_sha256,
 )
-from .datasets import IMAGE_SUFFIXES
+from .batch import predict_files
 from .embed import backbone_features
+from .images import image_files
 from .networks import ImageClassifier
 from .zero_shot import ZeroShotHead
 
@@ -184,23 +185,7 @@ class Predictor:
         return results
 
 
-def image_files(paths: Sequence[str]) -> list[Path]:
-    """Files as given, and the image files under folders (sorted)."""
-    found = []
-    for name in paths:
-        path = Path(name)
-        if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise FileNotFoundError(f"{name}: no such file or directory")
-    return found
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    from .images import InvalidImage, decode_image
-
     parser = argparse.ArgumentParser(prog="python -m classifier.ml.predict",
                                      description="Print a trained model's top-k classes, one JSON line per image.")
     parser.add_argument("--model", required=True, type=Path, help="model directory (card.json + weights)")
@@ -218,19 +203,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ModelDirError) as e:
         parser.error(str(e))
     failed = 0
-    for start in range(0, len(files), args.batch_size):
-        batch = files[start:start + args.batch_size]
-        lines, images = {}, {}  # by position in the batch: a file may be named twice
-        for i, path in enumerate(batch):
-            try:
-                images[i] = decode_image(path.read_bytes()).image
-            except (InvalidImage, OSError) as e:
-                lines[i] = {"path": str(path), "error": str(e)}
-        for i, result in zip(images, predictor.predict(list(images.values()), top_k=args.top_k)):
-            lines[i] = {"path": str(batch[i]), "top": [{"label": s.label, "p": round(s.p, 6)} for s in result.top]}
-        for i in range(len(batch)):
-            print(json.dumps(lines[i]), flush=True)
-        failed += sum("error" in line for line in lines.values())
+    for line in predict_files(predictor, files, top_k=args.top_k, batch_size=args.batch_size):
+        failed += "error" in line
+        print(json.dumps(line), flush=True)
     if failed:
         print(f"{failed} of {len(files)} files could not be classified", file=sys.stderr)
     return 1 if failed else 0

@@ -1,10 +1,10 @@
-"""Fixtures for training: a private model registry (label_images is in tests/conftest.py)."""
+"""Fixtures for training: a private model folder (label_images is in tests/conftest.py)."""
 
 import pytest
 
 
 @pytest.fixture
-def registry(settings, tmp_path):
+def models_root(settings, tmp_path):
     settings.MODELS_ROOT = tmp_path / "models"
     settings.EMBEDDING_CACHE_DIR = tmp_path / "embeddings"
     settings.TRAINING_MIN_PER_CLASS = 3

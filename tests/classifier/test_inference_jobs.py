@@ -7,7 +7,9 @@ import zipfile
 import pytest
 import torch
 
-from classifier import jobs, serving, training
+from classifier import jobs, serving
+from classifier.errors import Conflict
+from classifier.training import runs
 from classifier.ml import backbones
 from classifier.ml.ort import OrtPredictor
 from classifier.models import Image, InferenceChunk, InferenceJob, Prediction, TrainingRun
@@ -18,13 +20,13 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def photos(species, alice, settings):
-    from classifier import services
+    from classifier import uploads
 
     settings.TORCH_NUM_THREADS = 1
     images = []
     for name in ("dalmatian", "flamingo", "starfish"):
         for path in sorted(demo_photo(name).parent.glob("*.jpg"))[:2]:
-            images.append(services.image_upload(user=alice, filename=path.name, data=path.read_bytes(),
+            images.append(uploads.image_upload(user=alice, filename=path.name, data=path.read_bytes(),
                                                 classify=False).image)
     return images
 
@@ -85,7 +87,7 @@ def test_a_cancelled_job_skips_the_chunks_not_started(photos, alice, settings):
     assert job.status == "cancelled"
     assert list(InferenceChunk.objects.filter(job=job).values_list("status", flat=True)) == ["done", "skipped", "skipped"]
     assert Prediction.objects.count() == 2
-    with pytest.raises(jobs.JobRejected, match="already finished"):
+    with pytest.raises(Conflict, match="already finished"):
         jobs.job_cancel(job=job)
 
 
@@ -125,10 +127,10 @@ def test_it_refuses_bad_requests_with_a_reason(species, alice):
 
 
 def test_a_head_only_version_rescores_stored_features_without_the_backbone(
-        registry, label_images, alice, monkeypatch):
+        models_root, label_images, alice, monkeypatch):
     images = label_images({"cat": 15, "dog": 15, "llama": 15})
-    run = training.training_request(mode="head", trigger=TrainingRun.Trigger.MANUAL)
-    version = training.training_execute(run_id=run.id).version
+    run = runs.training_request(mode="head", trigger=TrainingRun.Trigger.MANUAL)
+    version = runs.training_execute(run_id=run.id).version
     assert version.status == "production"
     serving.get_predictor(version)  # loaded (backbone included) before the trap is set
 

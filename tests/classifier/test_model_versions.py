@@ -3,7 +3,7 @@
 import pytest
 from django.db import IntegrityError, transaction
 
-from classifier import selectors, services
+from classifier import registry, selectors
 from classifier.models import ModelVersion, Species
 
 pytestmark = pytest.mark.django_db
@@ -11,7 +11,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def first_version() -> ModelVersion:
-    services.species_create_many(names=["cat", "dog"])
+    registry.species_create_many(names=["cat", "dog"])
     return ModelVersion.objects.get()
 
 
@@ -23,13 +23,13 @@ def test_it_makes_one_production_version_for_a_class_list(first_version):
 
 
 def test_it_makes_no_new_version_when_nothing_changed(first_version):
-    assert services.zero_shot_version_sync() == first_version
-    assert services.zero_shot_version_sync() == first_version
+    assert registry.zero_shot_version_sync() == first_version
+    assert registry.zero_shot_version_sync() == first_version
     assert ModelVersion.objects.count() == 1
 
 
 def test_it_makes_a_new_production_version_for_a_new_class(first_version):
-    services.species_create(name="llama")
+    registry.species_create(name="llama")
 
     new = selectors.production_model()
     assert new != first_version
@@ -43,7 +43,7 @@ def test_it_makes_a_new_production_version_for_a_new_class(first_version):
 def test_it_makes_a_new_version_when_a_mapping_changes(first_version):
     Species.objects.filter(name="dog").update(imagenet_classes=[151])
 
-    new = services.zero_shot_version_sync()
+    new = registry.zero_shot_version_sync()
 
     assert new != first_version
     assert new.card["imagenet_map"]["dog"] == [151]
@@ -51,10 +51,10 @@ def test_it_makes_a_new_version_when_a_mapping_changes(first_version):
 
 
 def test_it_goes_back_to_the_version_of_an_earlier_class_list(first_version):
-    services.species_create(name="llama")
+    registry.species_create(name="llama")
     Species.objects.filter(name="llama").update(active=False)
 
-    version = services.zero_shot_version_sync()
+    version = registry.zero_shot_version_sync()
 
     assert version == first_version
     assert selectors.production_model() == first_version
@@ -65,9 +65,9 @@ def test_it_does_not_take_production_from_a_trained_model(first_version):
     trained = ModelVersion.objects.create(
         name="head-1", kind="head", backbone="efficientnet_lite0", card={}, card_sha256="x" * 64
     )
-    services.model_promote(version=trained)
+    registry.model_promote(version=trained)
 
-    services.species_create(name="llama")
+    registry.species_create(name="llama")
 
     assert selectors.production_model() == trained
 
@@ -93,13 +93,13 @@ def test_it_refuses_a_second_production_version_by_save(candidate):
 
 
 def test_it_allows_many_retired_versions(first_version):
-    services.species_create(name="llama")
-    services.species_create(name="emu")
+    registry.species_create(name="llama")
+    registry.species_create(name="emu")
     assert ModelVersion.objects.filter(status=ModelVersion.Status.RETIRED).count() == 2
 
 
 def test_it_promotes_by_retiring_the_champion(first_version, candidate):
-    services.model_promote(version=candidate)
+    registry.model_promote(version=candidate)
 
     first_version.refresh_from_db()
     assert first_version.status == ModelVersion.Status.RETIRED

@@ -1,4 +1,4 @@
-"""services.image_classify in-process: prediction, embedding, idempotence and claims."""
+"""predictions.image_classify in-process: prediction, embedding, idempotence and claims."""
 
 from datetime import timedelta
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from django.utils import timezone
 
-from classifier import serving, services
+from classifier import predictions, serving, uploads
 from classifier.models import Embedding, Image, Prediction
 
 pytestmark = pytest.mark.django_db
@@ -20,7 +20,7 @@ def _fresh_predictor(monkeypatch):
 
 @pytest.fixture
 def image(species, alice, dalmatian_jpeg) -> Image:
-    return services.image_upload(user=alice, filename="dalmatian.jpg", data=dalmatian_jpeg).image
+    return uploads.image_upload(user=alice, filename="dalmatian.jpg", data=dalmatian_jpeg).image
 
 
 def claim(image: Image, *, seconds_ago: float) -> None:
@@ -30,7 +30,7 @@ def claim(image: Image, *, seconds_ago: float) -> None:
 
 
 def test_it_predicts_with_the_production_version(species, image):
-    prediction = services.image_classify(image_id=image.id)
+    prediction = predictions.image_classify(image_id=image.id)
 
     assert prediction.model_version == species
     assert prediction.label == "dalmatian"
@@ -41,7 +41,7 @@ def test_it_predicts_with_the_production_version(species, image):
 
 
 def test_it_stores_the_embedding(species, image):
-    services.image_classify(image_id=image.id)
+    predictions.image_classify(image_id=image.id)
 
     embedding = Embedding.objects.get(image=image)
     vector = np.frombuffer(bytes(embedding.vector), dtype="<f4")
@@ -52,7 +52,7 @@ def test_it_stores_the_embedding(species, image):
 
 
 def test_it_marks_the_image_predicted(image):
-    services.image_classify(image_id=image.id)
+    predictions.image_classify(image_id=image.id)
 
     image.refresh_from_db()
     assert image.status == Image.Status.PREDICTED
@@ -60,8 +60,8 @@ def test_it_marks_the_image_predicted(image):
 
 
 def test_it_is_idempotent(image):
-    first = services.image_classify(image_id=image.id)
-    second = services.image_classify(image_id=image.id)
+    first = predictions.image_classify(image_id=image.id)
+    second = predictions.image_classify(image_id=image.id)
 
     assert second.id == first.id
     assert Prediction.objects.count() == 1
@@ -71,7 +71,7 @@ def test_it_is_idempotent(image):
 def test_it_leaves_an_image_claimed_by_another_worker(image):
     claim(image, seconds_ago=1)
 
-    assert services.image_classify(image_id=image.id) is None
+    assert predictions.image_classify(image_id=image.id) is None
 
     image.refresh_from_db()
     assert image.status == Image.Status.PREDICTING
@@ -81,7 +81,7 @@ def test_it_leaves_an_image_claimed_by_another_worker(image):
 def test_it_takes_over_a_stale_claim(image, settings):
     claim(image, seconds_ago=settings.PREDICTION_CLAIM_TIMEOUT_S + 5)
 
-    prediction = services.image_classify(image_id=image.id)
+    prediction = predictions.image_classify(image_id=image.id)
 
     assert prediction is not None and prediction.label == "dalmatian"
     image.refresh_from_db()
@@ -91,7 +91,7 @@ def test_it_takes_over_a_stale_claim(image, settings):
 def test_it_marks_an_image_whose_file_is_gone_as_failed(image, media_dir):
     (media_dir / image.original.name).unlink()
 
-    assert services.image_classify(image_id=image.id) is None
+    assert predictions.image_classify(image_id=image.id) is None
 
     image.refresh_from_db()
     assert image.status == Image.Status.FAILED

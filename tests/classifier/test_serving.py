@@ -5,7 +5,7 @@ import logging
 import numpy as np
 import pytest
 
-from classifier import serving, services
+from classifier import predictions, serving, uploads
 from classifier.ml.ort import OrtPredictor
 from classifier.ml.predict import Predictor
 from tests.helpers import demo_photo
@@ -47,9 +47,9 @@ def test_it_predicts_what_pytorch_predicts(species, fresh_onnx_dir):
 
 def test_an_upload_prediction_names_the_backend(species, alice, dalmatian_jpeg, monkeypatch):
     monkeypatch.setitem(serving._cached, "key", None)
-    image = services.image_upload(user=alice, filename="d.jpg", data=dalmatian_jpeg).image
+    image = uploads.image_upload(user=alice, filename="d.jpg", data=dalmatian_jpeg).image
 
-    prediction = services.image_classify(image_id=image.id)
+    prediction = predictions.image_classify(image_id=image.id)
 
     assert prediction.backend == "onnxruntime-cpu"
     assert prediction.label == "dalmatian"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from classifier import training
+from classifier.training import snapshots
 from classifier.models import DatasetSnapshot
 
 pytestmark = pytest.mark.django_db
@@ -12,34 +12,34 @@ def splits(snapshot: DatasetSnapshot) -> dict[str, str]:
     return {sha: split for _, sha, _, split in snapshot.items}
 
 
-def test_it_freezes_the_labels_with_a_content_hash(registry, label_images):
+def test_it_freezes_the_labels_with_a_content_hash(models_root, label_images):
     label_images({"cat": 12, "dog": 12})
-    first = training.snapshot_create()
+    first = snapshots.snapshot_create()
     assert len(first.items) == 24
     assert first.classes == ["cat", "dog"]
     assert sum(sum(c.values()) for c in first.counts.values()) == 24
-    assert training.snapshot_create() == first  # same labels, same snapshot
+    assert snapshots.snapshot_create() == first  # same labels, same snapshot
 
 
-def test_adding_images_never_moves_an_old_image_between_splits(registry, label_images):
+def test_adding_images_never_moves_an_old_image_between_splits(models_root, label_images):
     label_images({"cat": 12, "dog": 12})
-    before = training.snapshot_create()
+    before = snapshots.snapshot_create()
     label_images({"cat": 30, "dog": 30, "llama": 20})
-    after = training.snapshot_create()
+    after = snapshots.snapshot_create()
     assert after != before and len(after.items) == 104
     old, new = splits(before), splits(after)
     assert {sha: new[sha] for sha in old} == old
     assert {"train", "val", "test"} <= set(new.values())
 
 
-def test_it_refuses_with_the_classes_that_have_too_few_images(registry, label_images):
+def test_it_refuses_with_the_classes_that_have_too_few_images(models_root, label_images):
     label_images({"cat": 12, "dog": 2, "llama": 1})
-    with pytest.raises(training.TrainingRefused, match=r"at least 3 labelled images.*dog \(2\), llama \(1\)"):
-        training.snapshot_create()
+    with pytest.raises(snapshots.TrainingRefused, match=r"at least 3 labelled images.*dog \(2\), llama \(1\)"):
+        snapshots.snapshot_create()
     assert not DatasetSnapshot.objects.exists()
 
 
-def test_it_refuses_a_single_class(registry, label_images):
+def test_it_refuses_a_single_class(models_root, label_images):
     label_images({"cat": 12})
-    with pytest.raises(training.TrainingRefused, match="at least two classes"):
-        training.training_check()
+    with pytest.raises(snapshots.TrainingRefused, match="at least two classes"):
+        snapshots.training_check()

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 from django.db import IntegrityError, transaction
 
-from classifier import selectors, serving, training
+from classifier import registry, selectors, serving
+from classifier.training import progress, runs, watchdog
 from classifier.ml.predict import CARD_FILE
 from classifier.models import ModelEvent, ModelVersion, TrainingRun
 
@@ -14,13 +15,13 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def dataset(registry, label_images):
+def dataset(models_root, label_images):
     return label_images({"cat": 15, "dog": 15, "llama": 15})
 
 
 def run_head(**kw) -> TrainingRun:
-    run = training.training_request(mode="head", trigger=TrainingRun.Trigger.MANUAL, **kw)
-    return training.training_execute(run_id=run.id)
+    run = runs.training_request(mode="head", trigger=TrainingRun.Trigger.MANUAL, **kw)
+    return runs.training_execute(run_id=run.id)
 
 
 def test_a_head_run_registers_a_version_that_beats_zero_shot_and_is_promoted(dataset, species):
@@ -61,65 +62,65 @@ def test_a_challenger_that_is_no_better_stays_a_candidate_with_the_reason(datase
 
 
 def test_a_task_delivered_twice_trains_once(dataset):
-    run = training.training_request(mode="head", trigger=TrainingRun.Trigger.MANUAL)
-    assert training.training_execute(run_id=run.id).status == TrainingRun.Status.SUCCEEDED
-    assert training.training_execute(run_id=run.id) is None
+    run = runs.training_request(mode="head", trigger=TrainingRun.Trigger.MANUAL)
+    assert runs.training_execute(run_id=run.id).status == TrainingRun.Status.SUCCEEDED
+    assert runs.training_execute(run_id=run.id) is None
     assert ModelVersion.objects.filter(kind="head").count() == 1
 
 
 def test_a_second_request_joins_the_queued_run(dataset, alice):
-    first = training.training_request(mode="head", trigger=TrainingRun.Trigger.MANUAL, user=alice)
-    again = training.training_request(mode="head", trigger=TrainingRun.Trigger.LABELS)
-    other_mode = training.training_request(mode="finetune", trigger=TrainingRun.Trigger.MANUAL)
+    first = runs.training_request(mode="head", trigger=TrainingRun.Trigger.MANUAL, user=alice)
+    again = runs.training_request(mode="head", trigger=TrainingRun.Trigger.LABELS)
+    other_mode = runs.training_request(mode="finetune", trigger=TrainingRun.Trigger.MANUAL)
     assert again == first
     assert other_mode != first
     assert TrainingRun.objects.filter(status="queued").count() == 2
 
 
 def test_only_one_run_can_be_running(dataset):
-    head = training.training_request(mode="head", trigger=TrainingRun.Trigger.MANUAL)
-    finetune = training.training_request(mode="finetune", trigger=TrainingRun.Trigger.MANUAL)
+    head = runs.training_request(mode="head", trigger=TrainingRun.Trigger.MANUAL)
+    finetune = runs.training_request(mode="finetune", trigger=TrainingRun.Trigger.MANUAL)
     TrainingRun.objects.filter(id=head.id).update(status="running")
     # The finetune run cannot be claimed while another runs: it stays queued, untouched.
-    assert training.training_execute(run_id=finetune.id) is None
+    assert runs.training_execute(run_id=finetune.id) is None
     assert TrainingRun.objects.get(id=finetune.id).status == "queued"
     with pytest.raises(IntegrityError), transaction.atomic():
         TrainingRun.objects.filter(id=finetune.id).update(status="running")
 
 
 def test_a_cancelled_queued_run_never_trains(dataset, alice):
-    run = training.training_request(mode="head", trigger=TrainingRun.Trigger.MANUAL)
-    training.training_cancel(run=run, user=alice)
-    assert training.training_execute(run_id=run.id) is None
+    run = runs.training_request(mode="head", trigger=TrainingRun.Trigger.MANUAL)
+    runs.training_cancel(run=run, user=alice)
+    assert runs.training_execute(run_id=run.id) is None
     run.refresh_from_db()
     assert run.status == "cancelled" and "alice" in run.error
     assert not ModelVersion.objects.filter(kind="head").exists()
 
 
 def test_a_run_cancelled_while_training_registers_nothing(dataset, monkeypatch):
-    run = training.training_request(mode="head", trigger=TrainingRun.Trigger.MANUAL)
-    real_report = training._Reporter.__call__
+    run = runs.training_request(mode="head", trigger=TrainingRun.Trigger.MANUAL)
+    real_report = progress.Reporter.__call__
 
     def cancel_on_fit(self, event):
         if event.stage == "fit":
             TrainingRun.objects.filter(id=self.run_id).update(cancel_requested=True)
         real_report(self, event)
 
-    monkeypatch.setattr(training._Reporter, "__call__", cancel_on_fit)
-    run = training.training_execute(run_id=run.id)
+    monkeypatch.setattr(progress.Reporter, "__call__", cancel_on_fit)
+    run = runs.training_execute(run_id=run.id)
     assert run.status == "cancelled"
     assert not ModelVersion.objects.filter(kind="head").exists()
     assert not any(Path(registry_root()).glob("head-*"))
 
 
-def test_a_run_that_cannot_train_fails_with_the_reason(registry, label_images):
+def test_a_run_that_cannot_train_fails_with_the_reason(models_root, label_images):
     label_images({"cat": 15, "dog": 15})
-    run = training.training_request(mode="head", trigger=TrainingRun.Trigger.MANUAL)
+    run = runs.training_request(mode="head", trigger=TrainingRun.Trigger.MANUAL)
     # Labels change between the request and the run: a class loses its images.
     from labeling.models import Annotation
 
     Annotation.objects.filter(label="dog").delete()
-    run = training.training_execute(run_id=run.id)
+    run = runs.training_execute(run_id=run.id)
     assert run.status == "failed" and "at least two classes" in run.error
 
 
@@ -127,20 +128,20 @@ def test_staff_can_promote_by_hand_and_roll_back(dataset, species, staff):
     trained = run_head().version
     assert selectors.production_model() == trained
 
-    back = training.model_rollback(user=staff)
+    back = registry.model_rollback(user=staff)
     assert back == species and selectors.production_model() == species
     assert ModelEvent.objects.filter(version=species, previous=trained, action="rolled_back", user=staff).exists()
 
-    training.model_promote_by_hand(version=trained, user=staff)
+    registry.model_promote_by_hand(version=trained, user=staff)
     assert selectors.production_model() == trained
     assert ModelEvent.objects.filter(version=trained, action="promoted_by_hand", user=staff).exists()
     assert ModelVersion.objects.filter(status="production").count() == 1
 
 
-def test_rollback_needs_an_earlier_version(registry, species, staff):
+def test_rollback_needs_an_earlier_version(models_root, species, staff):
     ModelEvent.objects.all().delete()
     with pytest.raises(ValueError, match="no earlier production version"):
-        training.model_rollback(user=staff)
+        registry.model_rollback(user=staff)
 
 
 def test_the_watchdog_fails_a_run_whose_worker_stopped(dataset, settings, tmp_path):
@@ -148,7 +149,7 @@ def test_the_watchdog_fails_a_run_whose_worker_stopped(dataset, settings, tmp_pa
 
     from django.utils import timezone
 
-    run = training.training_request(mode="head", trigger=TrainingRun.Trigger.MANUAL)
+    run = runs.training_request(mode="head", trigger=TrainingRun.Trigger.MANUAL)
     long_ago = timezone.now() - timedelta(seconds=settings.TRAINING_HEARTBEAT_TIMEOUT_S + 5)
     TrainingRun.objects.filter(id=run.id).update(status="running", heartbeat=long_ago, worker="gone:1")
     leftover = Path(settings.MODELS_ROOT) / ".head-9-abc.xyz.partial"
@@ -164,7 +165,7 @@ def test_the_watchdog_fails_a_run_whose_worker_stopped(dataset, settings, tmp_pa
     for path in (leftover, settings.ONNX_DIR, export, export_leftover):
         os.utime(path, (long_ago.timestamp(), long_ago.timestamp()))
 
-    report = training.training_watchdog()
+    report = watchdog.training_watchdog()
 
     run.refresh_from_db()
     assert report["failed"] == [run.id]
@@ -172,12 +173,12 @@ def test_the_watchdog_fails_a_run_whose_worker_stopped(dataset, settings, tmp_pa
     assert not leftover.exists()
     assert export.exists() and not export_leftover.exists()
     # The run failed for good: a late delivery of its task does nothing.
-    assert training.training_execute(run_id=run.id) is None
+    assert runs.training_execute(run_id=run.id) is None
     assert not ModelVersion.objects.filter(kind="head").exists()
 
 
 def test_the_schedule_skips_when_no_label_changed(dataset, label_images):
     assert run_head().status == "succeeded"
-    assert training.training_scheduled(mode="head") is None
+    assert runs.training_scheduled(mode="head") is None
     label_images({"cat": 3})
-    assert training.training_scheduled(mode="head").trigger == "schedule"
+    assert runs.training_scheduled(mode="head").trigger == "schedule"

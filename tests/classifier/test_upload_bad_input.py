@@ -13,7 +13,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image as PILImage
 from rest_framework.authtoken.models import Token
 
-from classifier import services
+from classifier import uploads
 from classifier.models import Image, Upload
 from tests.helpers import demo_photo, make_image_bytes
 
@@ -234,7 +234,7 @@ def test_it_stores_the_same_content_once(client, alice):
 
 @pytest.fixture
 def alices_image(alice):
-    return services.image_upload(user=alice, filename="d.jpg", data=demo_photo("dalmatian").read_bytes()).image
+    return uploads.image_upload(user=alice, filename="d.jpg", data=demo_photo("dalmatian").read_bytes()).image
 
 
 def test_it_shows_an_image_to_its_uploader(client, alice, alices_image):
@@ -264,7 +264,7 @@ def test_it_leaves_other_users_images_out_of_the_list(client, bob, alices_image)
 @pytest.fixture
 def two_images(alice):
     return [
-        services.image_upload(user=alice, filename=f"{label}.jpg", data=demo_photo(label).read_bytes()).image
+        uploads.image_upload(user=alice, filename=f"{label}.jpg", data=demo_photo(label).read_bytes()).image
         for label in ("dalmatian", "flamingo")
     ]
 

@@ -10,12 +10,12 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 
 
 def test_two_workers_share_the_chunks_of_a_job(settings, worker_factory, species, alice):
-    from classifier import services
+    from classifier import uploads
 
     first = worker_factory({"TORCH_NUM_THREADS": "1", "RETRAIN_AFTER_LABELS": "0"})
     worker_factory({"TORCH_NUM_THREADS": "1", "RETRAIN_AFTER_LABELS": "0"}, queues=first.queues)
     settings.INFERENCE_CHUNK_SIZE = 3
-    images = [services.image_upload(user=alice, filename=p.name, data=p.read_bytes(), classify=False).image
+    images = [uploads.image_upload(user=alice, filename=p.name, data=p.read_bytes(), classify=False).image
               for name in ("dalmatian", "flamingo", "starfish", "llama")
               for p in sorted(demo_photo(name).parent.glob("*.jpg"))[:3]]
 

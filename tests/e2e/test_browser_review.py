@@ -5,7 +5,7 @@ import time
 import pytest
 from playwright.sync_api import expect
 
-from classifier import services as classifier_services
+from classifier import predictions, uploads
 from labeling.roles import role_group
 from tests.helpers import demo_photo, log_in
 
@@ -26,8 +26,8 @@ def predicted_images(species, alice):
     ids = []
     for label, index in PHOTOS:
         path = demo_photo(label, index)
-        image = classifier_services.image_upload(user=alice, filename=path.name, data=path.read_bytes()).image
-        classifier_services.image_classify(image_id=image.id)
+        image = uploads.image_upload(user=alice, filename=path.name, data=path.read_bytes()).image
+        predictions.image_classify(image_id=image.id)
         ids.append(image.id)
     return ids
 
@@ -93,8 +93,8 @@ def test_it_records_five_keyboard_decisions_with_undo_and_search(live_server, pr
 
 def test_it_takes_the_best_class_when_the_model_says_other(live_server, species, alice, annotator, page):
     path = demo_photo("llama", 0)
-    image = classifier_services.image_upload(user=alice, filename=path.name, data=path.read_bytes()).image
-    prediction = classifier_services.image_classify(image_id=image.id)
+    image = uploads.image_upload(user=alice, filename=path.name, data=path.read_bytes()).image
+    prediction = predictions.image_classify(image_id=image.id)
     classes = species.card["classes"]
     # Make the model's best guess "other", with llama the best project class.
     probabilities = [0.0] * len(classes)

@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from classifier import services, training
+from classifier import uploads
+from classifier.training import runs, watchdog
 from classifier.models import ModelVersion, Prediction, TrainingRun
 from classifier.tasks import model_train
-from labeling import services as labeling_services
+from labeling import review_queue, services
 from labeling.models import Annotation
 from labeling.roles import role_group
 from tests.helpers import demo_photo, wait_for
@@ -41,8 +42,8 @@ def test_new_labels_trigger_a_head_retrain_whose_version_then_serves(
 
     # An annotator works the queue; every decision enqueues the retrain check.
     for _ in range(24):
-        [claim] = labeling_services.queue_next(user=annotator, count=1)
-        labeling_services.decision_make(user=annotator, token=claim.token, action="choose", label=truth[claim.image_id])
+        [claim] = review_queue.queue_next(user=annotator, count=1)
+        services.decision_make(user=annotator, token=claim.token, action="choose", label=truth[claim.image_id])
     assert Annotation.objects.filter(user=annotator).count() == 24
 
     run = wait_for(lambda: TrainingRun.objects.filter(trigger="labels", status__in=TrainingRun.FINISHED).first(),
@@ -59,7 +60,7 @@ def test_new_labels_trigger_a_head_retrain_whose_version_then_serves(
         "torch-cpu (stored features)"}
 
     # A new upload is predicted by the new version in the worker.
-    result = services.image_upload(user=alice, filename="dalmatian.jpg", data=demo_photo("dalmatian").read_bytes())
+    result = uploads.image_upload(user=alice, filename="dalmatian.jpg", data=demo_photo("dalmatian").read_bytes())
     prediction = wait_for(lambda: Prediction.objects.filter(image=result.image).first(), timeout=120,
                           what="the new upload's prediction")
     assert prediction.model_version == version
@@ -79,10 +80,10 @@ def test_a_worker_killed_while_training_leaves_a_failed_run_and_nothing_register
     for name in ("dalmatian", "flamingo", "llama", "starfish"):
         folder = demo_photo(name).parent
         for path in sorted(folder.glob("*.jpg"))[:5]:
-            image = services.image_upload(user=alice, filename=path.name, data=path.read_bytes()).image
+            image = uploads.image_upload(user=alice, filename=path.name, data=path.read_bytes()).image
             annotate(image=image, kind=Annotation.Kind.IMPORTED, role=Annotation.Role.IMPORT,
                      species=species_named(name))
-    run = training.training_request(mode="finetune", trigger=TrainingRun.Trigger.MANUAL,
+    run = runs.training_request(mode="finetune", trigger=TrainingRun.Trigger.MANUAL,
                                     options={"epochs": 200, "batch_size": 4, "patience": 200})
 
     # Killed after its first epoch: its checkpoint is on disk, mid-way through the second.
@@ -93,7 +94,7 @@ def test_a_worker_killed_while_training_leaves_a_failed_run_and_nothing_register
 
     settings.TRAINING_HEARTBEAT_TIMEOUT_S = 2
     time.sleep(3)
-    report = training.training_watchdog()
+    report = watchdog.training_watchdog()
 
     run.refresh_from_db()
     assert report["failed"] == [run.id]

@@ -13,7 +13,7 @@ import pytest
 from django.db import connection, connections
 
 from classifier.models import Image, Prediction
-from labeling import services
+from labeling import review_queue, services
 from labeling.models import Annotation
 from labeling.roles import role_group
 
@@ -65,7 +65,7 @@ def test_it_never_gives_one_image_to_two_annotators(species, django_user_model, 
         rng = random.Random(seed)
         try:
             while time.monotonic() < deadline:
-                claims = services.queue_next(user=user, count=2)
+                claims = review_queue.queue_next(user=user, count=2)
                 if not claims:
                     break
                 for claim in claims:

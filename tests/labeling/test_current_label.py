@@ -11,10 +11,10 @@ import pytest
 from django.forms.models import model_to_dict
 from django.utils import timezone
 
-from classifier import services as classifier_services
+from classifier import registry
 from classifier.models import Species
 from classifier.selectors import production_model
-from labeling import selectors, services
+from labeling import review_queue, selectors, services
 from labeling.models import Annotation
 from tests.labeling.factories import annotate, predicted_image, with_margin
 
@@ -136,7 +136,7 @@ def test_it_leaves_images_without_annotations_out(species, image, dog, annotator
 
 def test_it_never_updates_an_annotation(settings, image, annotator):
     settings.REVIEW_RANDOM_SHARE = 0.0
-    (claim,) = services.queue_next(user=annotator, count=1)
+    (claim,) = review_queue.queue_next(user=annotator, count=1)
     first = services.decision_make(user=annotator, token=claim.token, action="accept", time_taken_ms=800)
     before = model_to_dict(Annotation.objects.get(id=first.id))
 
@@ -156,7 +156,7 @@ def test_it_counts_labels_of_a_merged_class_as_the_target(species, django_user_m
     Annotation.objects.create(image=image, kind="corrected", role="annotator", user=user,
                               species=Species.objects.get(name="dalmatian"), label="dalmatian")
 
-    classifier_services.species_merge(source=Species.objects.get(name="dalmatian"),
+    registry.species_merge(source=Species.objects.get(name="dalmatian"),
                                       target=Species.objects.get(name="dog"))
 
     assert selectors.current_label(image).label == "dog"

@@ -3,7 +3,7 @@ disagreements go to reviewers first."""
 
 import pytest
 
-from labeling import selectors, services
+from labeling import agreement, review_queue, selectors, services
 from labeling.roles import role_group
 from tests.labeling.factories import predicted_image, with_margin
 
@@ -21,7 +21,7 @@ def people(django_user_model):
 
 
 def decide(user, label):
-    [claim] = services.queue_next(user=user, count=1)
+    [claim] = review_queue.queue_next(user=user, count=1)
     services.decision_make(user=user, token=claim.token, action="choose", label=label)
     return claim.image_id
 
@@ -32,10 +32,10 @@ def test_it_gives_a_double_annotated_image_to_a_second_annotator(settings, speci
 
     decide(people["ann"], "dog")
 
-    [claim] = services.queue_next(user=people["arno"], count=1)
+    [claim] = review_queue.queue_next(user=people["arno"], count=1)
     assert claim.image_id == image.id
     services.decision_make(user=people["arno"], token=claim.token, action="choose", label="dog")
-    assert services.queue_next(user=people["abe"], count=1) == []  # two opinions are enough
+    assert review_queue.queue_next(user=people["abe"], count=1) == []  # two opinions are enough
 
 
 def test_it_gives_a_single_annotated_image_to_nobody_else(settings, species, people):
@@ -44,7 +44,7 @@ def test_it_gives_a_single_annotated_image_to_nobody_else(settings, species, peo
 
     decide(people["ann"], "dog")
 
-    assert services.queue_next(user=people["arno"], count=1) == []
+    assert review_queue.queue_next(user=people["arno"], count=1) == []
 
 
 def test_it_sends_disagreements_to_reviewers_first(settings, species, people):
@@ -54,11 +54,11 @@ def test_it_sends_disagreements_to_reviewers_first(settings, species, people):
     decide(people["arno"], "cat")
     predicted_image(version=species, probs=with_margin(species, 0.01))  # far more uncertain
 
-    assert selectors.disagreements() == [disputed.id]
-    [claim] = services.queue_next(user=people["rita"], count=1)
+    assert agreement.disagreements() == [disputed.id]
+    [claim] = review_queue.queue_next(user=people["rita"], count=1)
     assert claim.image_id == disputed.id
     services.decision_make(user=people["rita"], token=claim.token, action="choose", label="cat")
-    assert selectors.disagreements() == []
+    assert agreement.disagreements() == []
     assert selectors.current_label(disputed).label == "cat"
 
 
@@ -68,12 +68,12 @@ def test_it_measures_agreement_per_pair(settings, species, people):
         predicted_image(version=species, probs=with_margin(species, 0.3))
     ann = {decide(people["ann"], label): label for label in ("dog", "cat", "dog", "llama")}
     for n in range(4):
-        [claim] = services.queue_next(user=people["arno"], count=1)
+        [claim] = review_queue.queue_next(user=people["arno"], count=1)
         # arno agrees with ann on all but his first image
         label = ann[claim.image_id] if n else ("cat" if ann[claim.image_id] != "cat" else "dog")
         services.decision_make(user=people["arno"], token=claim.token, action="choose", label=label)
 
-    result = selectors.agreement()
+    result = agreement.agreement()
 
     [pair] = result["pairs"]
     assert pair["annotators"] == ["ann", "arno"]

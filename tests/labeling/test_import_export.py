@@ -9,7 +9,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from classifier.models import Embedding, Image, ModelVersion, Prediction, Species, Upload
-from labeling import selectors, transfer
+from labeling import imports, selectors
 from labeling.models import Annotation, ImportJob
 from labeling.roles import role_group
 from tests.helpers import demo_photo, make_image_bytes
@@ -37,7 +37,7 @@ def import_zip(client, reviewer, data: bytes) -> ImportJob:
     response = client.post("/api/imports/", {"file": SimpleUploadedFile("labels.zip", data)})
     assert response.status_code == 202, response.content
     # on_commit does not fire inside a test transaction: run the task's service here.
-    transfer.import_run(job_id=response.json()["id"])
+    imports.import_run(job_id=response.json()["id"])
     return ImportJob.objects.get(id=response.json()["id"])
 
 
@@ -81,7 +81,7 @@ def test_it_creates_classes_it_does_not_know(client, species, reviewer):
 def test_it_imports_once_when_the_task_is_delivered_twice(client, species, reviewer):
     job = import_zip(client, reviewer, make_zip({"dalmatian/a.jpg": demo_photo("dalmatian").read_bytes()}))
 
-    assert transfer.import_run(job_id=job.id) is None
+    assert imports.import_run(job_id=job.id) is None
     assert Annotation.objects.filter(role="import").count() == 1
 
 

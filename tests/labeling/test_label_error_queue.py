@@ -7,7 +7,7 @@ import pytest
 from django.core.cache import cache
 
 from classifier.models import Species
-from labeling import selectors, services
+from labeling import label_errors, review_queue, selectors, services
 from labeling.models import Annotation
 from labeling.roles import role_group
 from tests.labeling.factories import annotate, cluster_embedding, predicted_image, with_margin
@@ -58,22 +58,22 @@ def image_ids(claims) -> list[int]:
 
 
 def review(user, *, label: str) -> int:
-    [claim] = services.queue_next(user=user, count=1)
+    [claim] = review_queue.queue_next(user=user, count=1)
     services.decision_make(user=user, token=claim.token, action="choose", label=label)
     return claim.image_id
 
 
 def test_it_suspects_the_label_the_embeddings_disagree_with(mislabelled):
-    [suspect] = selectors.suspected_labels()
+    [suspect] = label_errors.suspected_labels()
 
-    assert selectors.suspected_label_errors() == [mislabelled.id]
+    assert label_errors.suspected_label_errors() == [mislabelled.id]
     assert (suspect.label, suspect.model_label) == ("dog", "cat")
 
 
 def test_it_gives_a_reviewer_the_suspect_before_the_active_learning_ranking(species, mislabelled, reviewer):
     unsure = predicted_image(version=species, probs=with_margin(species, 0.01))  # far more uncertain
 
-    assert image_ids(services.queue_next(user=reviewer, count=2)) == [mislabelled.id, unsure.id]
+    assert image_ids(review_queue.queue_next(user=reviewer, count=2)) == [mislabelled.id, unsure.id]
 
 
 def test_it_gives_a_reviewer_disagreements_before_suspects(species, mislabelled, annotator, annotator2, reviewer):
@@ -83,7 +83,7 @@ def test_it_gives_a_reviewer_disagreements_before_suspects(species, mislabelled,
                  species=Species.objects.get(name=label), user=user)
     unsure = predicted_image(version=species, probs=with_margin(species, 0.01))
 
-    assert image_ids(services.queue_next(user=reviewer, count=3)) == [disputed.id, mislabelled.id, unsure.id]
+    assert image_ids(review_queue.queue_next(user=reviewer, count=3)) == [disputed.id, mislabelled.id, unsure.id]
 
 
 def test_it_tells_a_reviewer_why_a_suspect_is_in_their_queue(client, species, mislabelled, reviewer):
@@ -101,7 +101,7 @@ def test_it_tells_a_reviewer_why_a_suspect_is_in_their_queue(client, species, mi
 def test_it_does_not_give_a_suspect_to_another_annotator(species, mislabelled, annotator2):
     unlabelled = predicted_image(version=species, probs=with_margin(species, 0.5))
 
-    assert image_ids(services.queue_next(user=annotator2, count=10)) == [unlabelled.id]
+    assert image_ids(review_queue.queue_next(user=annotator2, count=10)) == [unlabelled.id]
 
 
 def test_it_drops_the_suspect_once_a_reviewer_corrects_it(mislabelled, reviewer, django_user_model):
@@ -110,25 +110,25 @@ def test_it_drops_the_suspect_once_a_reviewer_corrects_it(mislabelled, reviewer,
 
     assert review(reviewer, label="cat") == mislabelled.id
 
-    assert selectors.suspected_label_errors() == []
+    assert label_errors.suspected_label_errors() == []
     assert selectors.current_label(mislabelled).label == "cat"
-    assert services.queue_next(user=second_reviewer, count=5) == []
+    assert review_queue.queue_next(user=second_reviewer, count=5) == []
 
 
 def test_it_never_brings_back_a_label_a_reviewer_confirmed(mislabelled, reviewer):
     assert review(reviewer, label="dog") == mislabelled.id
     cache.clear()  # a fresh run, not just the cached one filtered
 
-    assert selectors.suspected_label_errors() == []
+    assert label_errors.suspected_label_errors() == []
     assert selectors.current_label(mislabelled).role == Annotation.Role.REVIEWER
 
 
 def test_it_drops_the_suspect_as_soon_as_anyone_labels_it_after_the_run(mislabelled, annotator2):
-    assert selectors.suspected_label_errors() == [mislabelled.id]  # the run, cached from here on
+    assert label_errors.suspected_label_errors() == [mislabelled.id]  # the run, cached from here on
     annotate(image=mislabelled, kind=Annotation.Kind.ACCEPTED, role=Annotation.Role.ANNOTATOR,
              species=Species.objects.get(name="cat"), user=annotator2)
 
-    assert selectors.suspected_label_errors() == []
+    assert label_errors.suspected_label_errors() == []
 
 
 def test_it_never_suspects_a_reviewers_label(species, mislabelled, reviewer, rng):
@@ -136,7 +136,7 @@ def test_it_never_suspects_a_reviewers_label(species, mislabelled, reviewer, rng
                                  role=Annotation.Role.REVIEWER)
 
     assert selectors.current_label(by_reviewer).label == "llama"
-    assert selectors.suspected_label_errors() == [mislabelled.id]
+    assert label_errors.suspected_label_errors() == [mislabelled.id]
 
 
 def test_it_does_not_learn_from_uploader_feedback(species, mislabelled, uploader, rng):
@@ -147,22 +147,22 @@ def test_it_does_not_learn_from_uploader_feedback(species, mislabelled, uploader
                                 embedding=cluster_embedding(CLUSTERS["cat"], rng=rng))
         services.feedback_give(user=uploader, image=image, label="dog")
 
-    assert selectors.suspected_label_errors() == [mislabelled.id]
+    assert label_errors.suspected_label_errors() == [mislabelled.id]
 
 
 def test_it_neither_learns_nor_suggests_a_retired_class(mislabelled):
     Species.objects.filter(name="cat").update(active=False)
 
-    assert selectors.suspected_labels() == []
+    assert label_errors.suspected_labels() == []
 
 
 def test_it_suspects_the_label_again_after_the_reviewer_undoes_their_decision(mislabelled, reviewer, monkeypatch):
     review(reviewer, label="cat")
     services.decision_undo(user=reviewer)
-    monkeypatch.setattr(selectors, "LABEL_ERROR_MAX_AGE_SECONDS", 0)  # no reuse of the run before the undo
+    monkeypatch.setattr(label_errors, "LABEL_ERROR_MAX_AGE_SECONDS", 0)  # no reuse of the run before the undo
 
     assert selectors.current_label(mislabelled).role == Annotation.Role.ANNOTATOR
-    assert selectors.suspected_label_errors() == [mislabelled.id]
+    assert label_errors.suspected_label_errors() == [mislabelled.id]
 
 
 def test_it_never_suspects_a_rejection(species, mislabelled, annotator, rng):
@@ -173,7 +173,7 @@ def test_it_never_suspects_a_rejection(species, mislabelled, annotator, rng):
                                    embedding=cluster_embedding(CLUSTERS["cat"], rng=rng))
         annotate(image=rejected, kind=Annotation.Kind.REJECTED, role=Annotation.Role.ANNOTATOR, user=annotator)
 
-    assert selectors.suspected_label_errors() == [mislabelled.id]
+    assert label_errors.suspected_label_errors() == [mislabelled.id]
 
 
 def test_it_suspects_imported_labels_too(species, annotator, rng):
@@ -183,18 +183,18 @@ def test_it_suspects_imported_labels_too(species, annotator, rng):
     imported = labelled_image(species, label="llama", looks_like="dog", rng=rng, user=None,
                               role=Annotation.Role.IMPORT)
 
-    assert selectors.suspected_label_errors() == [imported.id]
+    assert label_errors.suspected_label_errors() == [imported.id]
 
 
 def test_it_looks_again_at_new_labels_once_the_cached_run_is_stale(species, mislabelled, annotator, rng,
                                                                      monkeypatch):
-    assert selectors.suspected_label_errors() == [mislabelled.id]
+    assert label_errors.suspected_label_errors() == [mislabelled.id]
     another = labelled_image(species, label="llama", looks_like="cat", rng=rng, user=annotator)
     # Within the reuse window the cached run still answers; past it, the new label is looked at.
-    assert another.id not in selectors.suspected_label_errors()
-    monkeypatch.setattr(selectors, "LABEL_ERROR_MAX_AGE_SECONDS", 0)
+    assert another.id not in label_errors.suspected_label_errors()
+    monkeypatch.setattr(label_errors, "LABEL_ERROR_MAX_AGE_SECONDS", 0)
 
-    assert sorted(selectors.suspected_label_errors()) == sorted([mislabelled.id, another.id])
+    assert sorted(label_errors.suspected_label_errors()) == sorted([mislabelled.id, another.id])
 
 
 def test_it_suspects_nothing_while_every_class_has_too_few_labels(species, annotator, rng):
@@ -203,4 +203,4 @@ def test_it_suspects_nothing_while_every_class_has_too_few_labels(species, annot
             labelled_image(species, label=label, looks_like=label, rng=rng, user=annotator)
     labelled_image(species, label="dog", looks_like="cat", rng=rng, user=annotator)
 
-    assert selectors.suspected_label_errors() == []
+    assert label_errors.suspected_label_errors() == []

@@ -1,4 +1,4 @@
-"""Which images the review queue hands out, and to whom (labeling.services.queue_next)."""
+"""Which images the review queue hands out, and to whom (labeling.review_queue.queue_next)."""
 
 from datetime import timedelta
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from django.utils import timezone
 
-from classifier import services as classifier_services
+from classifier import registry
 from classifier.models import Image
-from labeling import services
+from labeling import review_queue, services
 from labeling.models import Claim
 from labeling.roles import role_group
 from tests.labeling.factories import (
@@ -38,20 +38,20 @@ def by_margin(species):
 
 
 def test_it_hands_out_the_most_uncertain_images_first(by_margin, annotator):
-    claims = services.queue_next(user=annotator, count=5)
+    claims = review_queue.queue_next(user=annotator, count=5)
     assert image_ids(claims) == [by_margin[m].id for m in (0.02, 0.1, 0.4, 0.6, 0.8)]
 
 
 def test_it_ranks_by_margin_under_the_plain_margin_strategy(settings, by_margin, annotator):
     settings.REVIEW_QUEUE_STRATEGY = "margin"
-    claims = services.queue_next(user=annotator, count=2)
+    claims = review_queue.queue_next(user=annotator, count=2)
     assert image_ids(claims) == [by_margin[0.02].id, by_margin[0.1].id]
 
 
 def test_it_holds_each_handed_out_image_for_the_user(settings, by_margin, annotator):
     settings.REVIEW_CLAIM_SECONDS = 300
     before = timezone.now()
-    claims = services.queue_next(user=annotator, count=3)
+    claims = review_queue.queue_next(user=annotator, count=3)
     assert Claim.objects.count() == 3
     for claim in claims:
         assert claim.user == annotator
@@ -59,28 +59,28 @@ def test_it_holds_each_handed_out_image_for_the_user(settings, by_margin, annota
 
 
 def test_it_never_queues_an_image_an_annotator_labelled(by_margin, annotator, annotator2):
-    (claim,) = services.queue_next(user=annotator, count=1)
+    (claim,) = review_queue.queue_next(user=annotator, count=1)
     services.decision_make(user=annotator, token=claim.token, action="accept")
 
     for user in (annotator, annotator2):
-        assert claim.image_id not in image_ids(services.queue_next(user=user, count=10))
+        assert claim.image_id not in image_ids(review_queue.queue_next(user=user, count=10))
 
 
 def test_it_never_queues_an_image_a_reviewer_rejected(by_margin, reviewer, annotator):
-    (claim,) = services.queue_next(user=reviewer, count=1)
+    (claim,) = review_queue.queue_next(user=reviewer, count=1)
     services.decision_make(user=reviewer, token=claim.token, action="reject")
 
-    assert claim.image_id not in image_ids(services.queue_next(user=annotator, count=10))
+    assert claim.image_id not in image_ids(review_queue.queue_next(user=annotator, count=10))
 
 
 def test_it_never_gives_two_annotators_the_same_image_while_claims_live(species, annotator, annotator2, reviewer):
     for m in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6):
         predicted_image(version=species, probs=with_margin(species, m))
 
-    first = image_ids(services.queue_next(user=annotator, count=3))
-    second = image_ids(services.queue_next(user=annotator2, count=3))
-    again = image_ids(services.queue_next(user=annotator, count=3))
-    third = services.queue_next(user=reviewer, count=3)
+    first = image_ids(review_queue.queue_next(user=annotator, count=3))
+    second = image_ids(review_queue.queue_next(user=annotator2, count=3))
+    again = image_ids(review_queue.queue_next(user=annotator, count=3))
+    third = review_queue.queue_next(user=reviewer, count=3)
 
     assert len(first) == len(second) == 3
     assert set(first).isdisjoint(second)
@@ -90,12 +90,12 @@ def test_it_never_gives_two_annotators_the_same_image_while_claims_live(species,
 
 
 def test_it_gives_an_image_to_someone_else_after_the_claim_expires(by_margin, annotator, annotator2):
-    mine = image_ids(services.queue_next(user=annotator, count=5))
-    assert services.queue_next(user=annotator2, count=5) == []
+    mine = image_ids(review_queue.queue_next(user=annotator, count=5))
+    assert review_queue.queue_next(user=annotator2, count=5) == []
 
     Claim.objects.filter(user=annotator).update(expires=timezone.now() - timedelta(seconds=1))
 
-    assert sorted(image_ids(services.queue_next(user=annotator2, count=5))) == sorted(mine)
+    assert sorted(image_ids(review_queue.queue_next(user=annotator2, count=5))) == sorted(mine)
     assert set(Claim.objects.values_list("user", flat=True)) == {annotator2.id}
 
 
@@ -108,7 +108,7 @@ def test_it_never_queues_images_that_are_not_predicted_yet(species, annotator):
     prediction_make(image=predicted_image(version=species, status=Image.Status.QUEUED), version=species,
                     probs=with_margin(species, 0.0))
 
-    assert image_ids(services.queue_next(user=annotator, count=10)) == [predicted.id]
+    assert image_ids(review_queue.queue_next(user=annotator, count=10)) == [predicted.id]
     assert not Claim.objects.filter(image=failed).exists()
 
 
@@ -118,7 +118,7 @@ def test_it_hands_out_every_candidate_exactly_once_under_the_random_strategy(set
 
     handed_out = []
     for _ in range(10):
-        claims = services.queue_next(user=annotator, count=2)
+        claims = review_queue.queue_next(user=annotator, count=2)
         if not claims:
             break
         handed_out += image_ids(claims)
@@ -145,7 +145,7 @@ def test_it_hands_out_images_from_several_clusters_under_the_diverse_strategy(se
                                     embedding=cluster_embedding(centre, rng=rng, spread=0.05))
             cluster_of[image.id] = centre
 
-    claims = services.queue_next(user=annotator, count=3)
+    claims = review_queue.queue_next(user=annotator, count=3)
 
     assert len(claims) == 3
     assert len({cluster_of[i] for i in image_ids(claims)}) >= 2
@@ -155,16 +155,16 @@ def test_it_queues_images_the_current_model_has_not_predicted_by_their_embedding
     rng = np.random.default_rng(1)
     old = [predicted_image(version=species, probs=with_margin(species, m), embedding=cluster_embedding(c, rng=rng))
            for c, m in ((0, 0.3), (1, 0.5))]
-    classifier_services.species_create(name="zebra")  # a new zero-shot version takes production
+    registry.species_create(name="zebra")  # a new zero-shot version takes production
 
-    assert sorted(image_ids(services.queue_next(user=annotator, count=5))) == sorted(i.id for i in old)
+    assert sorted(image_ids(review_queue.queue_next(user=annotator, count=5))) == sorted(i.id for i in old)
 
 
 def test_it_queues_images_with_neither_a_current_prediction_nor_an_embedding(species, annotator):
     old = predicted_image(version=species, probs=with_margin(species, 0.3))
-    classifier_services.species_create(name="zebra")  # a new zero-shot version takes production
+    registry.species_create(name="zebra")  # a new zero-shot version takes production
 
-    assert image_ids(services.queue_next(user=annotator, count=5)) == [old.id]
+    assert image_ids(review_queue.queue_next(user=annotator, count=5)) == [old.id]
 
 
 
@@ -178,4 +178,4 @@ def test_it_ranks_the_queue_for_a_user_with_a_large_id(settings, species, django
     user = django_user_model.objects.create_user("late-joiner", id=400_000)
     user.groups.add(role_group("annotator"))
 
-    assert len(services.queue_next(user=user, count=3)) == 3
+    assert len(review_queue.queue_next(user=user, count=3)) == 3

@@ -5,7 +5,7 @@ import pytest
 from django.core.cache import caches
 
 from classifier.models import TrainingRun
-from labeling import services, tasks
+from labeling import retrain, review_queue, services, tasks
 from tests.labeling.factories import predicted_image, with_margin
 
 pytestmark = pytest.mark.django_db
@@ -13,9 +13,9 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture(autouse=True)
 def _no_pending_check():
-    caches["shared"].delete(services.retrain_check_key())
+    caches["shared"].delete(retrain.retrain_check_key())
     yield
-    caches["shared"].delete(services.retrain_check_key())
+    caches["shared"].delete(retrain.retrain_check_key())
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def enqueued(monkeypatch):
 def decide(user, n, django_capture_on_commit_callbacks):
     for i in range(n):
         with django_capture_on_commit_callbacks(execute=True):
-            [claim] = services.queue_next(user=user, count=1)
+            [claim] = review_queue.queue_next(user=user, count=1)
             services.decision_make(user=user, token=claim.token, action="choose", label=("cat", "dog")[i % 2])
 
 
@@ -42,7 +42,7 @@ def test_a_burst_of_decisions_enqueues_one_check_until_a_worker_takes_it(
     assert len(enqueued) == 1
 
     # The worker takes the check: 8 labels are not enough, and the next decision enqueues again.
-    assert services.retrain_check() is None
+    assert retrain.retrain_check() is None
     decide(annotator, 2, django_capture_on_commit_callbacks)
     assert len(enqueued) == 2
 
@@ -50,9 +50,9 @@ def test_a_burst_of_decisions_enqueues_one_check_until_a_worker_takes_it(
     # training accepts ten labels depends on which split their hashes fall in: not this test's
     # business, so the request itself is what it looks at.)
     requested = []
-    monkeypatch.setattr(services.training, "training_request",
+    monkeypatch.setattr(retrain, "training_request",
                         lambda **kw: requested.append(kw) or TrainingRun(mode=kw["mode"], trigger=kw["trigger"]))
-    run = services.retrain_check()
+    run = retrain.retrain_check()
     assert requested == [{"mode": settings.RETRAIN_MODE, "trigger": TrainingRun.Trigger.LABELS}]
     assert run.trigger == TrainingRun.Trigger.LABELS
 
@@ -85,6 +85,6 @@ def test_a_check_that_could_not_be_enqueued_leaves_the_next_decision_to_enqueue_
 
 
 def test_installations_sharing_a_redis_keep_their_pending_checks_apart(settings):
-    mine = services.retrain_check_key()
+    mine = retrain.retrain_check_key()
     settings.INFERENCE_QUEUE = "inference-of-another-site"
-    assert services.retrain_check_key() != mine
+    assert retrain.retrain_check_key() != mine

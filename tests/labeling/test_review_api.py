@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from django.utils import timezone
 
-from classifier import services as classifier_services
+from classifier import registry
 from classifier.models import Prediction, Upload
 from labeling.models import Annotation, Claim, Skip
 from tests.labeling.factories import (
@@ -427,7 +427,7 @@ def test_it_puts_an_image_with_feedback_first_in_the_queue(client, species, anno
 def test_it_accepts_the_suggestion_the_annotator_was_shown(client, species, annotator):
     image = predicted_image(version=species, probs=with_margin(species, 0.2),
                             embedding=cluster_embedding(0, rng=np.random.default_rng(0)))
-    classifier_services.species_create(name="zebra")  # a new zero-shot version takes production
+    registry.species_create(name="zebra")  # a new zero-shot version takes production
     client.force_login(annotator)
     (item,) = next_items(client)
     assert (item["image"], item["prediction"]["label"]) == (image.id, "dog")

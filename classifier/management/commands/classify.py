@@ -5,30 +5,15 @@ Files that are not usable images get an "error" line; the command then exits wit
 """
 
 import json
-from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from classifier import selectors, services, serving
-from classifier.ml.images import InvalidImage, decode_image
+from classifier import registry, serving
+from classifier.ml.batch import predict_files
+from classifier.ml.images import image_files
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"})
 BATCH_SIZE = 16
-
-
-def image_files(paths: list[str]) -> list[Path]:
-    """Files as given, and the image files under folders (sorted); CommandError for a missing path."""
-    found = []
-    for name in paths:
-        path = Path(name)
-        if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise CommandError(f"{name}: no such file or directory")
-    return found
 
 
 class Command(BaseCommand):
@@ -41,23 +26,19 @@ class Command(BaseCommand):
     def handle(self, *args, paths, top_k, **options):
         if top_k < 1:
             raise CommandError("--top-k must be at least 1")
-        files = image_files(paths)
-        version = selectors.production_model() or services.zero_shot_version_sync()
+        try:
+            files = image_files(paths)
+        except FileNotFoundError as e:
+            raise CommandError(str(e)) from None
+        version = registry.serving_version()
         predictor = serving.get_predictor(version)
         failed = 0
-        for start in range(0, len(files), BATCH_SIZE):
-            batch = files[start:start + BATCH_SIZE]
-            lines, images = {}, {}  # by position in the batch: a file may be named twice
-            for i, path in enumerate(batch):
-                try:
-                    images[i] = decode_image(path.read_bytes(), max_pixels=settings.UPLOAD_MAX_PIXELS).image
-                except (InvalidImage, OSError) as e:
-                    lines[i] = {"path": str(path), "error": str(e)}
-            for i, result in zip(images, predictor.predict(list(images.values()), top_k=top_k)):
-                top = [{"label": s.label, "p": round(s.p, 6)} for s in result.top]
-                lines[i] = {"path": str(batch[i]), "top": top, "model_version": version.name}
-            for i in range(len(batch)):
-                self.stdout.write(json.dumps(lines[i]))
-            failed += sum("error" in line for line in lines.values())
+        for line in predict_files(predictor, files, top_k=top_k, batch_size=BATCH_SIZE,
+                                  max_pixels=settings.UPLOAD_MAX_PIXELS):
+            if "error" in line:
+                failed += 1
+            else:
+                line["model_version"] = version.name
+            self.stdout.write(json.dumps(line))
         if failed:
             raise CommandError(f"{failed} of {len(files)} files could not be classified", returncode=1)

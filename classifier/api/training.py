@@ -2,19 +2,14 @@
 
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
-from rest_framework import permissions, serializers, status
+from rest_framework import serializers, status
 from rest_framework.decorators import api_view, permission_classes
 from rest_framework.response import Response
 
-from . import training
-from .models import ModelEvent, ModelVersion, TrainingRun
-
-
-class CanTrain(permissions.BasePermission):
-    message = "Training and the model registry need the reviewer role."
-
-    def has_permission(self, request, view):
-        return request.user.is_authenticated and request.user.has_perm("classifier.train")
+from .. import registry
+from ..models import ModelEvent, ModelVersion, TrainingRun
+from ..training import runs as training_runs
+from .permissions import CanTrain
 
 
 class TrainingRunSerializer(serializers.ModelSerializer):
@@ -60,12 +55,8 @@ class EventSerializer(serializers.ModelSerializer):
 
 
 class TrainingRequestSerializer(serializers.Serializer):
-    mode = serializers.ChoiceField(choices=training.MODES, default="head")
-    options = serializers.DictField(required=False, help_text=f"overrides: {', '.join(training.OPTION_TYPES)}")
-
-
-def _detail(message: str, code=status.HTTP_400_BAD_REQUEST) -> Response:
-    return Response({"detail": message}, status=code)
+    mode = serializers.ChoiceField(choices=training_runs.MODES, default="head")
+    options = serializers.DictField(required=False, help_text=f"overrides: {', '.join(training_runs.OPTION_TYPES)}")
 
 
 @extend_schema(request=TrainingRequestSerializer, responses={200: TrainingRunSerializer(many=True),
@@ -80,11 +71,8 @@ def runs(request):
     body = TrainingRequestSerializer(data=request.data)
     body.is_valid(raise_exception=True)
     before = set(TrainingRun.objects.filter(status=TrainingRun.Status.QUEUED).values_list("id", flat=True))
-    try:
-        run = training.training_request(mode=body.validated_data["mode"], trigger=TrainingRun.Trigger.MANUAL,
-                                        user=request.user, options=body.validated_data.get("options"))
-    except ValueError as e:  # TrainingRefused included: the message says what is missing
-        return _detail(str(e))
+    run = training_runs.training_request(mode=body.validated_data["mode"], trigger=TrainingRun.Trigger.MANUAL,
+                                user=request.user, options=body.validated_data.get("options"))
     return Response(TrainingRunSerializer(run).data,
                     status=status.HTTP_200_OK if run.id in before else status.HTTP_201_CREATED)
 
@@ -100,10 +88,7 @@ def run_detail(request, run_id: int):
 @api_view(["POST"])
 @permission_classes([CanTrain])
 def run_cancel(request, run_id: int):
-    try:
-        run = training.training_cancel(run=get_object_or_404(TrainingRun, id=run_id), user=request.user)
-    except ValueError as e:
-        return _detail(str(e), status.HTTP_409_CONFLICT)
+    run = training_runs.training_cancel(run=get_object_or_404(TrainingRun, id=run_id), user=request.user)
     return Response(TrainingRunSerializer(run).data)
 
 
@@ -126,11 +111,8 @@ def version_detail(request, version_id: int):
 @permission_classes([CanTrain])
 def version_promote(request, version_id: int):
     """Make this version production by hand (logged); the gate is not asked."""
-    try:
-        version = training.model_promote_by_hand(version=get_object_or_404(ModelVersion, id=version_id),
-                                                 user=request.user)
-    except ValueError as e:
-        return _detail(str(e), status.HTTP_409_CONFLICT)
+    version = registry.model_promote_by_hand(version=get_object_or_404(ModelVersion, id=version_id),
+                                             user=request.user)
     return Response(VersionDetailSerializer(version).data)
 
 
@@ -139,10 +121,7 @@ def version_promote(request, version_id: int):
 @permission_classes([CanTrain])
 def rollback(request):
     """Back to the version that was production before the current one (logged)."""
-    try:
-        version = training.model_rollback(user=request.user)
-    except ValueError as e:
-        return _detail(str(e), status.HTTP_409_CONFLICT)
+    version = registry.model_rollback(user=request.user)
     return Response(VersionDetailSerializer(version).data)
 
 

@@ -7,9 +7,9 @@ from rest_framework.decorators import api_view, parser_classes, permission_class
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 
-from . import jobs
-from .models import InferenceJob
-from .training_api import CanTrain
+from .. import jobs
+from ..models import InferenceJob
+from .permissions import CanTrain
 
 
 class JobSerializer(serializers.ModelSerializer):
@@ -29,7 +29,7 @@ class JobSerializer(serializers.ModelSerializer):
 
 
 class JobRequestSerializer(serializers.Serializer):
-    source = serializers.ChoiceField(choices=InferenceJob.Source.choices)
+    source = serializers.ChoiceField(choices=[s.value for s in InferenceJob.REQUESTABLE])
     image_ids = serializers.ListField(child=serializers.IntegerField(), required=False,
                                       help_text="for source=selection")
     file = serializers.FileField(required=False, help_text="for source=zip: a zip of photos")
@@ -47,11 +47,8 @@ def job_list(request):
                                       many=True).data)
     body = JobRequestSerializer(data=request.data)
     body.is_valid(raise_exception=True)
-    try:
-        job = jobs.job_create(user=request.user, source=body.validated_data["source"],
-                              image_ids=body.validated_data.get("image_ids"), archive=body.validated_data.get("file"))
-    except jobs.JobRejected as e:
-        return Response({"detail": str(e)}, status=status.HTTP_400_BAD_REQUEST)
+    job = jobs.job_create(user=request.user, source=body.validated_data["source"],
+                          image_ids=body.validated_data.get("image_ids"), archive=body.validated_data.get("file"))
     return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
 
 
@@ -66,8 +63,5 @@ def job_detail(request, job_id: int):
 @api_view(["POST"])
 @permission_classes([CanTrain])
 def job_cancel(request, job_id: int):
-    try:
-        job = jobs.job_cancel(job=get_object_or_404(InferenceJob, id=job_id))
-    except jobs.JobRejected as e:
-        return Response({"detail": str(e)}, status=status.HTTP_409_CONFLICT)
+    job = jobs.job_cancel(job=get_object_or_404(InferenceJob, id=job_id))
     return Response(JobSerializer(job).data)

@@ -1,55 +1,45 @@
-"""Import and export of labels: ImageFolder zips in, ImageFolder zip / CSV / JSON history out."""
+"""Import of labelled photos: a zip in ImageFolder layout (class/photo.jpg) becomes images and
+imported labels, in a worker, with progress and a report of every rejected file."""
 
-import csv
-import io
-import json
 import logging
 import zipfile
 from pathlib import PurePosixPath
 
-from django.conf import settings
-from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
-from classifier import archives
-from classifier import services as classifier_services
+from classifier import enqueue, registry, uploads
+from classifier.errors import Rejected
 from classifier.ml.class_map import OTHER
-from classifier.models import Image, Species
+from classifier.models import Species
 
-from . import selectors
 from .models import Annotation, ImportJob
+from .retrain import retrain_if_due
 
 logger = logging.getLogger(__name__)
 PROGRESS_EVERY = 10
 
 
-class ImportRejected(ValueError):
+class ImportRejected(Rejected):
     pass
 
 
 def import_start(*, user, file) -> ImportJob:
     """Store the archive and queue its import; a non-zip is refused before anything is stored."""
-    if not archives.is_zip(file):
+    if not uploads.is_zip(file):
         raise ImportRejected("The file is not a zip archive (ImageFolder layout: class/photo.jpg).")
     name = default_storage.save(f"imports/{timezone.now():%Y/%m/%d}/{file.name}", file)
     with transaction.atomic():
         job = ImportJob.objects.create(user=user, archive=name, filename=file.name[:255])
-        transaction.on_commit(lambda: _enqueue(job.id))
+        enqueue.on_commit("labeling.tasks.import_run", job.id)
     return job
-
-
-def _enqueue(job_id: int) -> None:
-    from .tasks import import_run
-
-    import_run.delay(job_id)
 
 
 def _entries(archive: zipfile.ZipFile) -> list[tuple[str, str]]:
     """(path in the zip, class name) for every file that sits in a class folder."""
     # A file at the top level has no class folder.
-    return [(name, PurePosixPath(name).parts[-2]) for name in archives.members(archive)
+    return [(name, PurePosixPath(name).parts[-2]) for name in uploads.zip_members(archive)
             if len(PurePosixPath(name).parts) >= 2]
 
 
@@ -64,7 +54,7 @@ def import_run(*, job_id: int) -> ImportJob | None:
         with default_storage.open(job.archive.name, "rb") as f, zipfile.ZipFile(f) as archive:
             entries = _entries(archive)
             labels = sorted({label.strip().lower() for _, label in entries} - {OTHER, ""})
-            classifier_services.species_create_many(names=labels)
+            registry.species_create_many(names=labels)
             species = {s.name: s for s in Species.objects.filter(name__in=labels)}
             job.total = len(entries)
             job.save(update_fields=["total"])
@@ -81,14 +71,12 @@ def import_run(*, job_id: int) -> ImportJob | None:
     job.status = ImportJob.Status.DONE
     job.finished = timezone.now()
     job.save(update_fields=["status", "finished"])
-    from .services import retrain_if_due  # imported labels count towards the next retrain
-
-    retrain_if_due()
+    retrain_if_due()  # imported labels count towards the next retrain
     return job
 
 
 def _import_one(job, archive, path, label, species) -> None:
-    member = archives.member_upload(archive, path, user=job.user)
+    member = uploads.zip_member_upload(archive, path, user=job.user)
     if member.upload is None:
         job.rejected.append({"path": path, "reason": member.reason})
         return
@@ -114,55 +102,3 @@ def _fail(job, error: str) -> None:
     job.error = error
     job.finished = timezone.now()
     job.save(update_fields=["status", "error", "finished"])
-
-
-# --- export ----------------------------------------------------------------------------------
-
-def _labelled():
-    """(image, winning annotation) for every image with a current label, oldest image first."""
-    images = Image.objects.filter(annotations__isnull=False).distinct().order_by("id")
-    winners = selectors.current_labels(images.values_list("id", flat=True))
-    by_id = {i.id: i for i in images.filter(id__in=list(winners))}
-    return [(by_id[i], winners[i]) for i in sorted(winners)]
-
-
-def _export_name(image: Image) -> str:
-    return f"{image.sha256}{PurePosixPath(image.original.name).suffix}"
-
-
-def export_zip() -> bytes:
-    """ImageFolder: one folder per current label ("other" for rejected), original bytes."""
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as archive:
-        for image, winner in _labelled():
-            with default_storage.open(image.original.name, "rb") as f:
-                archive.writestr(f"{winner.label or OTHER}/{_export_name(image)}", f.read())
-    return out.getvalue()
-
-
-def export_csv() -> str:
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["path", "label", "annotator", "time", "source", "role", "kind", "sha256"])
-    for image, winner in _labelled():
-        writer.writerow([
-            f"{winner.label or OTHER}/{_export_name(image)}", winner.label or OTHER,
-            winner.user.username if winner.user else "", winner.created.isoformat(),
-            winner.source or winner.role, winner.role, winner.kind, image.sha256,
-        ])
-    return out.getvalue()
-
-
-def export_history_json() -> str:
-    """Every annotation ever made, in order, with provenance: nothing is left out."""
-    rows = Annotation.objects.select_related("image", "user", "model_version").order_by("created", "id")
-    history = [
-        {
-            "id": a.id, "image_sha256": a.image.sha256, "kind": a.kind, "role": a.role, "label": a.label,
-            "user": a.user.username if a.user else None, "suggested_label": a.suggested_label,
-            "model_version": a.model_version.name if a.model_version else None, "reverts": a.reverts_id,
-            "time_taken_ms": a.time_taken_ms, "source": a.source, "created": a.created.isoformat(),
-        }
-        for a in rows
-    ]
-    return json.dumps({"version": 1, "annotations": history}, indent=1)

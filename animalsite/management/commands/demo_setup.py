@@ -12,7 +12,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
-from classifier import serving, services
+from classifier import registry, serving, uploads
 from labeling.roles import role_group
 
 DEMO_DIR = Path(settings.BASE_DIR) / "demo" / "photos"
@@ -27,8 +27,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, no_photos=False, **options):
         names = sorted({p.name for p in DEMO_DIR.iterdir() if p.is_dir()} | set(EXTRA_CLASSES))
-        services.species_create_many(names=names)
-        version = services.zero_shot_version_sync()
+        registry.species_create_many(names=names)
+        version = registry.zero_shot_version_sync()
         if serving.exports_onnx():
             serving.onnx_export(version)  # now, rather than in the worker while the first photo waits
         logins = self._logins()
@@ -36,7 +36,7 @@ class Command(BaseCommand):
         uploaded = 0
         if not no_photos:
             for path in sorted(DEMO_DIR.glob("*/*.jpg")):
-                result = services.image_upload(user=admin, filename=f"{path.parent.name}/{path.name}", data=path.read_bytes())
+                result = uploads.image_upload(user=admin, filename=f"{path.parent.name}/{path.name}", data=path.read_bytes())
                 uploaded += result.created
         self.stdout.write(f"{len(names)} classes, model {version.name}, {uploaded} new demo photos queued")
         for username, password in logins.items():

@@ -1,7 +1,7 @@
 from django.conf import settings
 from rest_framework import serializers
 
-from .models import Image, ModelVersion, Prediction, Species
+from ..models import Image, ModelVersion, Prediction, Species
 
 
 class ScoredSerializer(serializers.Serializer):

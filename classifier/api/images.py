@@ -5,8 +5,8 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
-from . import selectors, services
-from .models import Image
+from .. import selectors, uploads
+from ..models import Image
 from .serializers import (
     ImageSerializer,
     SpeciesSerializer,
@@ -47,13 +47,7 @@ class ImageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     )
     def create(self, request):
         files = request.FILES.getlist("files") or request.FILES.getlist("file")
-        try:
-            results = services.images_upload(user=request.user, files=files)
-        except services.UploadRejected as e:
-            return Response(
-                {"detail": "Nothing was stored: some files are not usable images.", "errors": e.errors},
-                status=status.HTTP_400_BAD_REQUEST,
-            )
+        results = uploads.images_upload(user=request.user, files=files)
         body = [
             {
                 "id": r.image.id,

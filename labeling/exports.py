@@ -1,0 +1,65 @@
+"""Export of labels: the current labels as an ImageFolder zip or CSV, the full history as JSON."""
+
+import csv
+import io
+import json
+import zipfile
+from pathlib import PurePosixPath
+
+from django.core.files.storage import default_storage
+
+from classifier.ml.class_map import OTHER
+from classifier.models import Image
+
+from . import selectors
+from .models import Annotation
+
+
+def _labelled():
+    """(image, winning annotation) for every image with a current label, oldest image first."""
+    images = Image.objects.filter(annotations__isnull=False).distinct().order_by("id")
+    winners = selectors.current_labels(images.values_list("id", flat=True))
+    by_id = {i.id: i for i in images.filter(id__in=list(winners))}
+    return [(by_id[i], winners[i]) for i in sorted(winners)]
+
+
+def _export_name(image: Image) -> str:
+    return f"{image.sha256}{PurePosixPath(image.original.name).suffix}"
+
+
+def export_zip() -> bytes:
+    """ImageFolder: one folder per current label ("other" for rejected), original bytes."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as archive:
+        for image, winner in _labelled():
+            with default_storage.open(image.original.name, "rb") as f:
+                archive.writestr(f"{winner.label or OTHER}/{_export_name(image)}", f.read())
+    return out.getvalue()
+
+
+def export_csv() -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["path", "label", "annotator", "time", "source", "role", "kind", "sha256"])
+    for image, winner in _labelled():
+        writer.writerow([
+            f"{winner.label or OTHER}/{_export_name(image)}", winner.label or OTHER,
+            winner.user.username if winner.user else "", winner.created.isoformat(),
+            winner.source or winner.role, winner.role, winner.kind, image.sha256,
+        ])
+    return out.getvalue()
+
+
+def export_history_json() -> str:
+    """Every annotation ever made, in order, with provenance: nothing is left out."""
+    rows = Annotation.objects.select_related("image", "user", "model_version").order_by("created", "id")
+    history = [
+        {
+            "id": a.id, "image_sha256": a.image.sha256, "kind": a.kind, "role": a.role, "label": a.label,
+            "user": a.user.username if a.user else None, "suggested_label": a.suggested_label,
+            "model_version": a.model_version.name if a.model_version else None, "reverts": a.reverts_id,
+            "time_taken_ms": a.time_taken_ms, "source": a.source, "created": a.created.isoformat(),
+        }
+        for a in rows
+    ]
+    return json.dumps({"version": 1, "annotations": history}, indent=1)

@@ -1,0 +1,68 @@
+"""The label trigger: a head retrain once RETRAIN_AFTER_LABELS new labels have arrived.
+
+Decisions only enqueue a check (counting is cheap, but checking that the labels can be trained
+on reads them all), and at most one check waits in the queue at a time.
+"""
+
+import logging
+
+from django.conf import settings
+from django.core.cache import caches
+
+from classifier import enqueue
+from classifier.models import TrainingRun
+from classifier.training.runs import training_request
+from classifier.training.snapshots import TrainingRefused
+
+from .selectors import labels_since
+
+logger = logging.getLogger(__name__)
+CHECK_TASK = "labeling.tasks.retrain_if_due"
+
+# While a retrain check waits in the queue, decisions enqueue no other: the waiting one counts
+# their labels when it runs. Without this a burst of decisions (an import, many annotators)
+# queued one check each on the inference queue, ahead of uploads' predictions, and the worker
+# drained them at about 14 a second. The key expires in case its task is lost.
+RETRAIN_CHECK_PENDING_S = 60
+
+
+def retrain_check_key() -> str:
+    """Per installation (database and queue), so two sites or test runs sharing a Redis never
+    take each other's pending check for their own."""
+    return f"labeling:retrain-check-pending:{settings.INFERENCE_QUEUE}:{settings.DATABASES['default']['NAME']}"
+
+
+def retrain_check_enqueue() -> None:
+    if settings.RETRAIN_AFTER_LABELS <= 0:
+        return
+    key = retrain_check_key()
+    if caches["shared"].add(key, 1, timeout=RETRAIN_CHECK_PENDING_S):
+        try:
+            enqueue.send(CHECK_TASK)
+        except Exception:
+            caches["shared"].delete(key)  # no check is waiting: the next decision must enqueue one
+            raise
+
+
+def retrain_check() -> TrainingRun | None:
+    """The queued check: lets later decisions enqueue again, then counts. A decision that found
+    the key set committed before this delete, so the count below sees its label."""
+    caches["shared"].delete(retrain_check_key())
+    return retrain_if_due()
+
+
+def retrain_if_due() -> TrainingRun | None:
+    """A training run once RETRAIN_AFTER_LABELS labels arrived since the last run was asked for.
+
+    Runs in a worker (decisions only enqueue the check): counting is cheap, but checking the
+    labels can be trained on reads them all."""
+    if settings.RETRAIN_AFTER_LABELS <= 0:
+        return None
+    last = TrainingRun.objects.order_by("-created", "-id").first()
+    if labels_since(last.created if last else None) < settings.RETRAIN_AFTER_LABELS:
+        return None
+    try:
+        return training_request(mode=settings.RETRAIN_MODE, trigger=TrainingRun.Trigger.LABELS)
+    except TrainingRefused as e:
+        logger.info("retrain after labels skipped: %s", e)
+        return None
