@@ -31,5 +31,12 @@ run: install
 test: install browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Style, the dependency rules (import-linter: classifier.ml imports no Django, layers import
+# downward, no cycles) and the size limits (tools/codeshape.py).
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+	$(PY) -m tools.codeshape
+
 clean:
 	rm -rf var/broker var/media var/db.sqlite3 var/test_db.sqlite3*

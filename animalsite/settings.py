@@ -160,7 +160,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web, worker and beat share one file: wait for locks instead of failing at once,
     # and give the test database a file so a worker process can open it too.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
-    DATABASES["default"]["OPTIONS"] = {"timeout": 30, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
+    DATABASES["default"]["OPTIONS"] = {"timeout": 30, "transaction_mode": "IMMEDIATE",
+                                       "init_command": "PRAGMA journal_mode=WAL;"}
     # One file per test run, so two runs side by side never share (and delete) each other's.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test_db_{os.getpid()}.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -280,7 +281,8 @@ if REVIEW_RANDOM_SHARE > 1:
     raise ImproperlyConfigured("REVIEW_RANDOM_PERCENT must be between 0 and 100")
 _strategies = ("margin_diverse", "margin", "entropy", "random")
 if REVIEW_QUEUE_STRATEGY not in _strategies:
-    raise ImproperlyConfigured(f"REVIEW_QUEUE_STRATEGY={REVIEW_QUEUE_STRATEGY!r}; choose one of: {', '.join(_strategies)}")
+    raise ImproperlyConfigured(
+        f"REVIEW_QUEUE_STRATEGY={REVIEW_QUEUE_STRATEGY!r}; choose one of: {', '.join(_strategies)}")
 
 # Celery: one app (animalsite/celery.py) configured from the CELERY_ names below.
 INFERENCE_QUEUE = env_str("INFERENCE_QUEUE", "inference")

@@ -8,6 +8,7 @@ from rest_framework.routers import DefaultRouter
 
 from classifier.api import images as images_api
 
+
 def serve_media(request, path):
     # MEDIA_ROOT is read per request: tests (and operators) may point it elsewhere.
     return serve(request, path, document_root=settings.MEDIA_ROOT)

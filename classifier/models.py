@@ -350,7 +350,9 @@ class InferenceJob(models.Model):
 
     @property
     def percent(self) -> float:
-        return round(100.0 * self.processed / self.total, 1) if self.total else (100.0 if self.status == "done" else 0.0)
+        if not self.total:
+            return 100.0 if self.status == "done" else 0.0
+        return round(100.0 * self.processed / self.total, 1)
 
 
 class InferenceChunk(models.Model):

@@ -37,7 +37,8 @@ def species_create(*, name: str, display_name: str = "", imagenet_classes: list[
 @transaction.atomic
 def species_create_many(*, names: list[str]) -> list[Species]:
     """Several classes at once, and one new zero-shot version for all of them."""
-    created = [_species_new(name=name) for name in names if not Species.objects.filter(name=name.strip().lower()).exists()]
+    created = [_species_new(name=name) for name in names
+               if not Species.objects.filter(name=name.strip().lower()).exists()]
     zero_shot_version_sync()
     return created
 

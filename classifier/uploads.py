@@ -112,7 +112,8 @@ def _image_store(*, user, filename: str, data: bytes, decoded: DecodedImage, cla
 def image_requeue(*, image: Image) -> None:
     with transaction.atomic():
         now = timezone.now()
-        Image.objects.filter(id=image.id).update(status=Image.Status.QUEUED, status_changed=now, queued_at=now, error="")
+        Image.objects.filter(id=image.id).update(status=Image.Status.QUEUED, status_changed=now, queued_at=now,
+                                                 error="")
         enqueue.on_commit(CLASSIFY_TASK, image.id)
 
 

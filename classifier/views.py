@@ -3,7 +3,6 @@ from django.contrib.auth.decorators import login_required, permission_required
 from django.db import connection
 from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, render
-
 from django_celery_beat.models import PeriodicTask
 
 from . import charts, selectors

@@ -4,8 +4,8 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import permissions, serializers, status
 from rest_framework.decorators import api_view, parser_classes, permission_classes
-from rest_framework.parsers import MultiPartParser
 from rest_framework.exceptions import PermissionDenied
+from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 
 from classifier.api.serializers import PredictionSerializer
@@ -201,7 +201,8 @@ EXPORTS = {
 
 
 @extend_schema(
-    parameters=[OpenApiParameter("kind", str, enum=list(EXPORTS), description="zip (ImageFolder), csv, json (history)")],
+    parameters=[OpenApiParameter("kind", str, enum=list(EXPORTS),
+                                 description="zip (ImageFolder), csv, json (history)")],
     responses={(200, "application/octet-stream"): OpenApiTypes.BINARY},
 )
 @api_view(["GET"])

@@ -71,13 +71,15 @@ def rank_images(image_ids: list[int], *, count: int, seed: int = 0) -> list[int]
     probs = None
     if version is not None:
         by_image = dict(
-            Prediction.objects.filter(image_id__in=image_ids, model_version=version).values_list("image_id", "probabilities")
+            Prediction.objects.filter(image_id__in=image_ids, model_version=version)
+            .values_list("image_id", "probabilities")
         )
         image_ids = [i for i in image_ids if i in by_image] or image_ids
         if by_image:
             probs = np.array([by_image[i] for i in image_ids], dtype=np.float64)
     vectors = dict(
-        Embedding.objects.filter(image_id__in=image_ids, backbone=settings.DEFAULT_BACKBONE).values_list("image_id", "vector")
+        Embedding.objects.filter(image_id__in=image_ids, backbone=settings.DEFAULT_BACKBONE)
+        .values_list("image_id", "vector")
     )
     embeddings = None
     if len(vectors) == len(image_ids):

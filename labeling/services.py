@@ -35,7 +35,8 @@ def role_of(user) -> str:
 def _live_claim(*, user, token: str) -> Claim:
     claim = Claim.objects.select_related("image").filter(token=token).first()
     if claim is None or claim.user_id != user.id:
-        raise Conflict("This image is no longer held for you (the claim was released or taken over). Load the next one.")
+        raise Conflict("This image is no longer held for you (the claim was released or taken over). "
+                       "Load the next one.")
     if not claim.is_live():
         raise Conflict("Your hold on this image expired and it may have gone to someone else. Load the next one.")
     return claim

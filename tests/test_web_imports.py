@@ -81,4 +81,5 @@ def test_the_check_names_the_chain_that_pulls_torch_in():
     loaded, chains = load_web_process(first="import classifier.ml.predict")
 
     assert "torch" in loaded["heavy"]
-    assert any(chain.startswith("classifier.ml.predict -> ") and chain.endswith(" -> torch") for chain in chains), chains
+    assert any(chain.startswith("classifier.ml.predict -> ") and chain.endswith(" -> torch")
+               for chain in chains), chains

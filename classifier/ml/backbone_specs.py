@@ -74,7 +74,8 @@ TORCHVISION_WEIGHTS = {  # backbone -> torchvision weights enum member
 }
 
 
-def _torchvision_spec(name: str, feature_dim: int, resize_size: int, interpolation: str, weights_file: str) -> BackboneSpec:
+def _torchvision_spec(name: str, feature_dim: int, resize_size: int, interpolation: str,
+                      weights_file: str) -> BackboneSpec:
     """The values of TORCHVISION_WEIGHTS[name]: its transforms() and its url."""
     return BackboneSpec(
         name=name,

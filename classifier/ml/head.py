@@ -10,15 +10,19 @@ across C in 0.01..1, at a similar time per setting; this one warm-starts along t
 needs no conversion to serve.
 """
 
-from dataclasses import dataclass
+import time
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from .backbones import get_spec
+from .config import WEIGHT_DECAY_GRID, Outcome, Progress, ProgressEvent, TrainConfig
+from .datasets import TEST, TRAIN, VAL, Item, split_items
+from .embed import embed_items
 from .metrics import negative_log_likelihood, softmax
 
-WEIGHT_DECAY_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3)
 PATIENCE = 2  # stop the grid after this many weaker settings in a row did worse
 
 
@@ -103,3 +107,33 @@ def fit_head(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y:
         elif len(candidates) - 1 - best >= PATIENCE:
             break  # validation NLL is U-shaped in the weight decay: past the bottom it only rises
     return HeadFit(layer=layers[best], weight_decay=candidates[best].weight_decay, candidates=candidates)
+
+
+# --- head mode of the trainer ------------------------------------------------------------------
+
+
+def train_head(config: TrainConfig, items: list[Item], classes: tuple[str, ...], progress: Progress) -> Outcome:
+    started = time.perf_counter()
+    ordered = split_items(items, TRAIN) + split_items(items, VAL) + split_items(items, TEST)
+    features = embed_items(ordered, backbone=config.backbone, tta=config.use_tta, cache_dir=config.cache_dir,
+                           batch_size=config.batch_size, device=config.device, weights_dir=config.weights_dir,
+                           progress=lambda done, total: progress(ProgressEvent("embed", done, total)))
+    embed_seconds = time.perf_counter() - started
+    n_train, n_val = len(split_items(items, TRAIN)), len(split_items(items, VAL))
+    x = {TRAIN: features[:n_train], VAL: features[n_train:n_train + n_val], TEST: features[n_train + n_val:]}
+    y = {split: np.array([classes.index(i.label) for i in split_items(items, split)], dtype=int) for split in x}
+
+    started = time.perf_counter()
+    progress(ProgressEvent("fit", 0, 1))
+    head = fit_head(x[TRAIN], y[TRAIN], x[VAL], y[VAL], len(classes), grid=tuple(config.weight_decays))
+    fit_seconds = time.perf_counter() - started
+    progress(ProgressEvent("fit", 1, 1, metrics={"weight_decay": head.weight_decay}))
+    return Outcome(
+        weights={"head.pt": head.layer.state_dict()},
+        preprocessing=get_spec(config.backbone).preprocessing,
+        val_logits=linear_logits(head.layer, x[VAL]),
+        test_logits=linear_logits(head.layer, x[TEST]),
+        history=[asdict(c) for c in head.candidates],
+        extra={"weight_decay": head.weight_decay, "embed_seconds": round(embed_seconds, 2),
+               "fit_seconds": round(fit_seconds, 3)},
+    )

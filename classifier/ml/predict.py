@@ -27,6 +27,7 @@ from PIL import Image
 from torch import nn
 
 from .backbones import get_spec, load_backbone
+from .batch import predict_files
 from .cards import (  # noqa: F401 (re-exported: cards were defined here first)
     CARD_FILE,
     KIND_FINETUNE,
@@ -38,7 +39,6 @@ from .cards import (  # noqa: F401 (re-exported: cards were defined here first)
     ModelDirError,
     file_sha256,
 )
-from .batch import predict_files
 from .embed import backbone_features
 from .images import image_files
 from .networks import ImageClassifier

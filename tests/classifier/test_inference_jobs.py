@@ -5,14 +5,13 @@ import io
 import zipfile
 
 import pytest
-import torch
 
 from classifier import jobs, serving
 from classifier.errors import Conflict
-from classifier.training import runs
 from classifier.ml import backbones
 from classifier.ml.ort import OrtPredictor
 from classifier.models import Image, InferenceChunk, InferenceJob, Prediction, TrainingRun
+from classifier.training import runs
 from tests.helpers import demo_photo
 
 pytestmark = pytest.mark.django_db
@@ -85,7 +84,8 @@ def test_a_cancelled_job_skips_the_chunks_not_started(photos, alice, settings):
 
     job.refresh_from_db()
     assert job.status == "cancelled"
-    assert list(InferenceChunk.objects.filter(job=job).values_list("status", flat=True)) == ["done", "skipped", "skipped"]
+    statuses = list(InferenceChunk.objects.filter(job=job).values_list("status", flat=True))
+    assert statuses == ["done", "skipped", "skipped"]
     assert Prediction.objects.count() == 2
     with pytest.raises(Conflict, match="already finished"):
         jobs.job_cancel(job=job)

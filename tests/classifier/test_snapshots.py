@@ -2,8 +2,8 @@
 
 import pytest
 
-from classifier.training import snapshots
 from classifier.models import DatasetSnapshot
+from classifier.training import snapshots
 
 pytestmark = pytest.mark.django_db
 

@@ -7,9 +7,9 @@ import pytest
 from django.db import IntegrityError, transaction
 
 from classifier import registry, selectors, serving
-from classifier.training import progress, runs, watchdog
 from classifier.ml.predict import CARD_FILE
 from classifier.models import ModelEvent, ModelVersion, TrainingRun
+from classifier.training import progress, runs, watchdog
 
 pytestmark = pytest.mark.django_db
 

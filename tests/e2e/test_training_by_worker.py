@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from classifier import uploads
-from classifier.training import runs, watchdog
 from classifier.models import ModelVersion, Prediction, TrainingRun
 from classifier.tasks import model_train
+from classifier.training import runs, watchdog
 from labeling import review_queue, services
 from labeling.models import Annotation
 from labeling.roles import role_group

@@ -3,6 +3,7 @@
 import pytest
 
 from labeling.roles import role_group
+from tests.labeling.factories import predicted_image, with_margin
 
 
 def member(django_user_model, username: str, group: str):
@@ -30,3 +31,14 @@ def reviewer(django_user_model):
 @pytest.fixture
 def uploader(django_user_model):
     return member(django_user_model, "ursula", "uploader")
+
+
+@pytest.fixture
+def no_random_share(settings):
+    settings.REVIEW_RANDOM_SHARE = 0.0
+
+
+@pytest.fixture
+def dog_image(species):
+    """One image the model calls a dog, with cat a close second."""
+    return predicted_image(version=species, probs=with_margin(species, 0.2, top="dog", second="cat"))

@@ -44,6 +44,61 @@ def make_predicted_images(version, n):
         )
 
 
+class Race:
+    """Annotators deciding (and sometimes undoing) as fast as they can, each in its own thread,
+    until SECONDS have passed; what the service acknowledged is kept to compare with the table."""
+
+    def __init__(self, labels: list[str]):
+        self.labels = labels
+        self.acknowledged: list[tuple[int, int, int]] = []  # (annotation id, image id, user id)
+        self.undone: list[int] = []
+        self.conflicts = Counter()
+        self.errors: list[BaseException] = []
+        self.lock = threading.Lock()
+        self.deadline = time.monotonic() + SECONDS
+
+    def run(self, users) -> None:
+        threads = [threading.Thread(target=self.annotate, args=(u, i)) for i, u in enumerate(users)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+
+    def annotate(self, user, seed: int) -> None:
+        rng = random.Random(seed)
+        try:
+            while time.monotonic() < self.deadline:
+                claims = review_queue.queue_next(user=user, count=2)
+                if not claims:
+                    break
+                for claim in claims:
+                    self.decide(user, claim, rng)
+        except BaseException as e:  # surfaced by the test: a thread's failure must fail it
+            self.errors.append(e)
+        finally:
+            connections.close_all()
+
+    def decide(self, user, claim, rng) -> None:
+        try:
+            annotation = services.decision_make(
+                user=user, token=claim.token, action="choose", label=rng.choice(self.labels), time_taken_ms=5
+            )
+        except services.Conflict:
+            with self.lock:
+                self.conflicts["decision"] += 1
+            return
+        with self.lock:
+            self.acknowledged.append((annotation.id, annotation.image_id, user.id))
+        if rng.random() < 0.15:
+            try:
+                undo, _ = services.decision_undo(user=user)
+                with self.lock:
+                    self.undone.append(undo.reverts_id)
+            except services.Conflict:
+                with self.lock:
+                    self.conflicts["undo"] += 1
+
+
 def test_it_never_gives_one_image_to_two_annotators(species, django_user_model, settings):
     settings.REVIEW_CLAIM_SECONDS = 60
     make_predicted_images(species, N_IMAGES)
@@ -53,51 +108,10 @@ def test_it_never_gives_one_image_to_two_annotators(species, django_user_model, 
         user = django_user_model.objects.create_user(f"annotator{i}", password="x")
         user.groups.add(group)
         users.append(django_user_model.objects.get(id=user.id))  # fresh: no cached permissions
-    labels = [c for c in species.card["classes"] if c != "other"]
-    acknowledged: list[tuple[int, int, int]] = []  # (annotation id, image id, user id)
-    undone: list[int] = []
-    conflicts = Counter()
-    errors: list[BaseException] = []
-    lock = threading.Lock()
-    deadline = time.monotonic() + SECONDS
-
-    def annotate(user, seed):
-        rng = random.Random(seed)
-        try:
-            while time.monotonic() < deadline:
-                claims = review_queue.queue_next(user=user, count=2)
-                if not claims:
-                    break
-                for claim in claims:
-                    try:
-                        annotation = services.decision_make(
-                            user=user, token=claim.token, action="choose", label=rng.choice(labels), time_taken_ms=5
-                        )
-                    except services.Conflict:
-                        with lock:
-                            conflicts["decision"] += 1
-                        continue
-                    with lock:
-                        acknowledged.append((annotation.id, annotation.image_id, user.id))
-                    if rng.random() < 0.15:
-                        try:
-                            undo, _ = services.decision_undo(user=user)
-                            with lock:
-                                undone.append(undo.reverts_id)
-                        except services.Conflict:
-                            with lock:
-                                conflicts["undo"] += 1
-        except BaseException as e:  # surfaced below: a thread's failure must fail the test
-            errors.append(e)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=annotate, args=(u, i)) for i, u in enumerate(users)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not errors, errors
+    race = Race([c for c in species.card["classes"] if c != "other"])
+    race.run(users)
+    acknowledged, undone, conflicts = race.acknowledged, race.undone, race.conflicts
+    assert not race.errors, race.errors
     assert acknowledged, "no decision was made"
 
     decisions = Annotation.objects.exclude(kind=Annotation.Kind.UNDO)

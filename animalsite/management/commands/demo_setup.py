@@ -36,7 +36,8 @@ class Command(BaseCommand):
         uploaded = 0
         if not no_photos:
             for path in sorted(DEMO_DIR.glob("*/*.jpg")):
-                result = uploads.image_upload(user=admin, filename=f"{path.parent.name}/{path.name}", data=path.read_bytes())
+                result = uploads.image_upload(user=admin, filename=f"{path.parent.name}/{path.name}",
+                                              data=path.read_bytes())
                 uploaded += result.created
         self.stdout.write(f"{len(names)} classes, model {version.name}, {uploaded} new demo photos queued")
         for username, password in logins.items():
