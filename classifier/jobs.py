@@ -65,6 +65,8 @@ def job_repredict(*, version_id: int) -> InferenceJob | None:
     version = ModelVersion.objects.filter(id=version_id, status=ModelVersion.Status.PRODUCTION).first()
     if version is None:
         return None  # a newer champion took over; its own job covers these images
+    if not _unpredicted(version).exists():
+        return None  # nothing to do: no empty job on the jobs page
     return _job_start(source=InferenceJob.Source.REPREDICT, version=version, user=None,
                       chunk_size=settings.REPREDICT_CHUNK_SIZE)
 
@@ -83,10 +85,9 @@ def unlabelled_image_ids() -> list[int]:
     return [i for i in ids if i not in labelled]
 
 
-def _unpredicted_image_ids(version: ModelVersion) -> list[int]:
-    return list(Image.objects.exclude(predictions__model_version=version)
-                .filter(status__in=[Image.Status.PREDICTED, Image.Status.QUEUED, Image.Status.FAILED])
-                .order_by("id").values_list("id", flat=True))
+def _unpredicted(version: ModelVersion):
+    return (Image.objects.exclude(predictions__model_version=version)
+            .filter(status__in=[Image.Status.PREDICTED, Image.Status.QUEUED, Image.Status.FAILED]))
 
 
 def job_plan(*, job_id: int) -> InferenceJob | None:
@@ -101,7 +102,7 @@ def job_plan(*, job_id: int) -> InferenceJob | None:
         elif job.source == InferenceJob.Source.UNLABELLED:
             ids = unlabelled_image_ids()
         elif job.source == InferenceJob.Source.REPREDICT:
-            ids = _unpredicted_image_ids(job.version)
+            ids = list(_unpredicted(job.version).order_by("id").values_list("id", flat=True))
         else:
             ids = list(job.image_ids)
     except zipfile.BadZipFile as e:
