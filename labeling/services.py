@@ -157,7 +157,6 @@ def decision_reopen(*, user, annotation_id: int) -> Claim:
     held = Claim.objects.filter(image_id=decision.image_id).first()
     if held is not None and held.is_live() and held.user_id != user.id:
         raise Conflict("Someone else holds this image right now; try again in a few minutes.")
-    Skip.objects.filter(image_id=decision.image_id, user=user).delete()
     return _hold(user=user, image_id=decision.image_id)
 
 
