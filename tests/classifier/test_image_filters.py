@@ -6,7 +6,7 @@ import pytest
 
 from classifier import registry, selectors
 from classifier.models import Species
-from labeling.roles import role_group
+from tests.helpers import logged_in_member
 from tests.labeling.factories import annotate, predicted_image, prediction_make, probabilities, with_margin
 
 pytestmark = pytest.mark.django_db
@@ -14,10 +14,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def viewer(client, django_user_model):
-    user = django_user_model.objects.create_user("vera")
-    user.groups.add(role_group("annotator"))
-    client.force_login(user)
-    return user
+    return logged_in_member(client, django_user_model, "vera", "annotator")
 
 
 def listed(client, **params) -> list[int]:

@@ -12,17 +12,15 @@ from labeling import retrain, services
 from labeling.models import Annotation
 from labeling.review_queue import queue_next
 from labeling.roles import role_group
+from tests.helpers import logged_in_member
 from tests.labeling.factories import predicted_image, with_margin
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def trainer(django_user_model, client):
-    user = django_user_model.objects.create_user("tess")
-    user.groups.add(role_group("reviewer"))
-    client.force_login(user)
-    return user
+def trainer(client, django_user_model):
+    return logged_in_member(client, django_user_model, "tess", "reviewer")
 
 
 def click_retrain(client, **body):

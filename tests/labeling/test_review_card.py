@@ -45,18 +45,6 @@ def test_it_refuses_to_accept_a_prediction_of_another_image(client, species, dog
     assert not Annotation.objects.exists()
 
 
-def test_it_records_nothing_when_enter_is_pressed_on_other(client, species, annotator):
-    predicted_image(version=species, probs=probabilities(species, {"other": 0.6, "dog": 0.3}))
-    client.force_login(annotator)
-    (item,) = next_items(client)
-
-    response = decide(client, item, "accept", prediction=item["prediction"]["id"])
-
-    assert response.status_code == 400
-    assert not Annotation.objects.exists()
-    assert Claim.objects.get().token == item["token"]  # still held: the annotator chooses next
-
-
 # --- the uploader's claim and the count ----------------------------------------------------
 
 def test_it_shows_the_uploaders_latest_claim(client, species, dog_image, annotator, uploader):
