@@ -19,7 +19,7 @@ from .models import Annotation, Claim, Skip
 from .review_queue import lock_image
 
 ACTIONS = ("accept", "choose", "reject")
-REOPEN_RECENT = 50  # how far back in their own log a person can reopen a decision
+REOPEN_RECENT = 20  # how far back in their own log a person can reopen a decision
 
 
 class Conflict(errors.Conflict):
