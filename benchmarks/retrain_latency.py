@@ -333,7 +333,8 @@ def measure(*, ctx: dict, clock: dict, fresh: Path, worker: subprocess.Popen, ti
     deadline = t0 + timeout
     while True:
         polls += 1
-        run = TrainingRun.objects.filter(trigger=TrainingRun.Trigger.LABELS).order_by("id").first()
+        run = (TrainingRun.objects.filter(trigger=TrainingRun.Trigger.LABELS)  # the first that trains
+               .exclude(status__in=[TrainingRun.Status.SKIPPED, TrainingRun.Status.REFUSED]).order_by("id").first())
         if run is not None:
             mark("run requested")
             if run.status != TrainingRun.Status.QUEUED:

@@ -206,7 +206,11 @@ class DatasetSnapshot(models.Model):
 
 
 class TrainingRun(models.Model):
-    """One request to train: queued, then run by one worker, leaving a candidate version or a reason."""
+    """One request to train: queued, then run by one worker, leaving a candidate version or a reason.
+
+    Every request is a row, automatic ones included: one that had nothing to do is SKIPPED, one
+    today's labels cannot train is REFUSED, each with its `outcome` said in words.
+    """
 
     class Status(models.TextChoices):
         QUEUED = "queued"
@@ -214,13 +218,15 @@ class TrainingRun(models.Model):
         SUCCEEDED = "succeeded"
         FAILED = "failed"
         CANCELLED = "cancelled"
+        SKIPPED = "skipped"  # nothing to train: no label changed since the last good run
+        REFUSED = "refused"  # today's labels cannot be trained on; `outcome` says why
 
     class Trigger(models.TextChoices):
         MANUAL = "manual"
         LABELS = "labels"
         SCHEDULE = "schedule"
 
-    FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+    FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.SKIPPED, Status.REFUSED)
 
     mode = models.CharField(max_length=16)  # head, finetune
     trigger = models.CharField(max_length=16, choices=Trigger.choices)
@@ -229,8 +235,12 @@ class TrainingRun(models.Model):
     options = models.JSONField(default=dict, blank=True)  # overrides of the training settings, e.g. epochs
     snapshot = models.ForeignKey(DatasetSnapshot, null=True, blank=True, on_delete=models.PROTECT,
                                  related_name="runs")
-    version = models.OneToOneField(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL,
-                                   related_name="training_run")
+    # The version it trained, or the registered one it returned instead of training the same again.
+    version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL,
+                                related_name="training_runs")
+    # What it trains on besides the labels: snapshot, mode, options with their defaults, parent.
+    fingerprint = models.CharField(max_length=64, blank=True, db_index=True)
+    outcome = models.TextField(blank=True, help_text="what became of the request, in words")
     stage = models.CharField(max_length=32, blank=True)
     progress = models.JSONField(default=dict, blank=True)  # done, total, epoch, epochs, percent, eta_s, metrics
     history = models.JSONField(default=list, blank=True)  # one row per finished epoch

@@ -9,7 +9,6 @@ from django.db import OperationalError
 
 from . import jobs, predictions
 from .training import runs, watchdog
-from .training.snapshots import TrainingRefused
 
 TRANSIENT = (OperationalError, ConnectionError)
 # Transient errors (the database or the broker away for a moment) are retried with backoff.
@@ -50,11 +49,7 @@ def training_watchdog() -> dict:
 
 
 @shared_task(**INFERENCE)
-def training_scheduled(mode: str = "head") -> int | None:
-    """For Celery beat (the schedule is edited in the admin's Periodic tasks)."""
-    try:
-        run = runs.training_scheduled(mode=mode)
-    except TrainingRefused as e:
-        runs.logger.info("scheduled %s training skipped: %s", mode, e)
-        return None
-    return run.id if run else None
+def training_scheduled(mode: str = "head") -> int:
+    """For Celery beat (the schedule is edited in the admin's Periodic tasks); the run's row says
+    what became of it (queued, or skipped or refused, and why)."""
+    return runs.training_scheduled(mode=mode).id

@@ -61,7 +61,7 @@ def version_page(request, version_id: int):
     test = version.metrics.get("test", {})
     ctx = {
         "version": version,
-        "run": TrainingRun.objects.filter(version=version).first(),
+        "run": TrainingRun.objects.filter(version=version).order_by("created", "id").first(),  # the one that trained it
         "test": test,
         "per_class": [{"label": k, **v} for k, v in test.get("per_class", {}).items()],
         "confusion": charts.confusion_rows(test.get("classes", []), test.get("confusion_matrix", [])),

@@ -1,7 +1,7 @@
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
 from rest_framework import permissions, serializers, status
 from rest_framework.decorators import api_view, parser_classes, permission_classes
 from rest_framework.exceptions import PermissionDenied
@@ -41,7 +41,8 @@ class SuspectedLabelSerializer(serializers.Serializer):
 
 
 class QueueItemSerializer(serializers.Serializer):
-    """A claim; with context["suspects"] (image id -> SuspectedLabel), why a suspect is queued."""
+    """A claim, with what the card shows: context["suspects"] (image id -> SuspectedLabel, why a
+    suspect is queued), context["claims"] (image id -> the uploader's claim) and context["left"]."""
 
     token = serializers.CharField()
     expires = serializers.DateTimeField()
@@ -51,6 +52,8 @@ class QueueItemSerializer(serializers.Serializer):
     prediction = serializers.SerializerMethodField()
     based_on = serializers.SerializerMethodField()
     suspected_label = serializers.SerializerMethodField()
+    uploader_claim = serializers.SerializerMethodField()
+    left = serializers.SerializerMethodField()
 
     def get_prediction(self, claim) -> PredictionSerializer(allow_null=True):
         prediction = claim.image.latest_prediction()
@@ -63,12 +66,24 @@ class QueueItemSerializer(serializers.Serializer):
     def get_based_on(self, claim) -> int:
         return selectors.latest_annotation_id(claim.image_id)
 
+    @extend_schema_field(serializers.CharField(allow_null=True, help_text=(
+        "the class the uploader says this is (their latest feedback): a claim to weigh, not a label")))
+    def get_uploader_claim(self, claim):
+        return self.context.get("claims", {}).get(claim.image_id)
+
+    @extend_schema_field(serializers.IntegerField(allow_null=True, help_text=(
+        "images still waiting for your decision when this answer was made, those held for you included")))
+    def get_left(self, claim):
+        return self.context.get("left")
+
 
 class DecisionSerializer(serializers.Serializer):
     token = serializers.CharField()
     action = serializers.ChoiceField(choices=services.ACTIONS)
     label = serializers.CharField(required=False, allow_blank=True)
     based_on = serializers.IntegerField(required=False, help_text="the `based_on` of the queue item")
+    prediction = serializers.IntegerField(required=False, help_text=(
+        "the id of the prediction shown (the queue item's prediction.id): `accept` takes exactly its label"))
     time_taken_ms = serializers.IntegerField(required=False, min_value=0, max_value=2**31 - 1)
 
 
@@ -90,10 +105,16 @@ def queue_next(request):
     except ValueError:
         raise Rejected("count must be a number") from None
     claims = review_queue.queue_next(user=request.user, count=count)
+    return Response(_queue_items(request.user, claims))
+
+
+def _queue_items(user, claims) -> list[dict]:
     suspects = {}
-    if request.user.has_perm("labeling.review"):  # annotators are not told, nor made to wait for a run
+    if user.has_perm("labeling.review"):  # annotators are not told, nor made to wait for a run
         suspects = {s.image_id: s for s in label_errors.suspected_labels()}
-    return Response(QueueItemSerializer(claims, many=True, context={"suspects": suspects}).data)
+    context = {"suspects": suspects, "claims": selectors.uploader_claims(c.image_id for c in claims),
+               "left": review_queue.queue_left(user)}
+    return QueueItemSerializer(claims, many=True, context=context).data
 
 
 @extend_schema(request=DecisionSerializer, responses={201: AnnotationSerializer})
@@ -113,7 +134,17 @@ def decision_create(request):
 def decision_undo(request):
     """Undo your last decision; its image comes back to you."""
     _, claim = services.decision_undo(user=request.user)
-    return Response(QueueItemSerializer(claim).data)
+    return Response(_queue_items(request.user, [claim])[0])
+
+
+@extend_schema(request=None, responses={200: QueueItemSerializer})
+@api_view(["POST"])
+@permission_classes([CanAnnotate])
+def decision_reopen(request, annotation_id: int):
+    """Hold the image of one of your recent decisions for you again; deciding appends a new decision
+    (the history keeps the old one)."""
+    claim = services.decision_reopen(user=request.user, annotation_id=annotation_id)
+    return Response(_queue_items(request.user, [claim])[0])
 
 
 @extend_schema(request=TokenSerializer, responses={204: None})
@@ -160,13 +191,24 @@ class CanReview(permissions.BasePermission):
         return request.user.is_authenticated and request.user.has_perm("labeling.review")
 
 
+class ImportSuspectSerializer(SuspectedLabelSerializer):
+    image = serializers.IntegerField(source="image_id")
+
+
 class ImportJobSerializer(serializers.ModelSerializer):
     percent = serializers.IntegerField(read_only=True)
+    suspected_labels = serializers.SerializerMethodField()
 
     class Meta:
         model = ImportJob
         fields = ["id", "filename", "status", "total", "processed", "percent", "created_images", "existing_images",
-                  "rejected", "error", "created", "started", "finished"]
+                  "rejected", "error", "created", "started", "finished", "suspected_labels"]
+
+    def get_suspected_labels(self, job) -> ImportSuspectSerializer(many=True):
+        """The imported labels a model trained on the others confidently contradicts (once done)."""
+        if job.status != ImportJob.Status.DONE:
+            return []
+        return ImportSuspectSerializer(label_errors.import_suspects([job.id])[job.id], many=True).data
 
 
 class ImportRequestSerializer(serializers.Serializer):

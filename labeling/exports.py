@@ -16,10 +16,18 @@ from .models import Annotation
 
 
 def _labelled():
-    """(image, winning annotation) for every image with a current label, oldest image first."""
+    """(image, winning ground-truth annotation) for every image with a label, oldest image first.
+
+    An uploader's claim (feedback) is not a label: an image with only a claim is left out, and a
+    claim made after a label does not replace it."""
     images = Image.objects.filter(annotations__isnull=False).distinct().order_by("id")
-    winners = selectors.current_labels(images.values_list("id", flat=True))
-    by_id = {i.id: i for i in images.filter(id__in=list(winners))}
+    ids = list(images.values_list("id", flat=True))
+    winners = {}
+    for batch in selectors.batches(ids):
+        winners.update(selectors.current_labels(batch, ground_truth=True))
+    by_id = {}
+    for batch in selectors.batches(sorted(winners)):
+        by_id.update((i.id, i) for i in Image.objects.filter(id__in=batch))
     return [(by_id[i], winners[i]) for i in sorted(winners)]
 
 
@@ -28,7 +36,7 @@ def _export_name(image: Image) -> str:
 
 
 def export_zip() -> bytes:
-    """ImageFolder: one folder per current label ("other" for rejected), original bytes."""
+    """ImageFolder: one folder per ground-truth label ("other" for rejected), original bytes."""
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as archive:
         for image, winner in _labelled():
@@ -38,6 +46,8 @@ def export_zip() -> bytes:
 
 
 def export_csv() -> str:
+    """One row per labelled image (its path in the zip), then one per uploader claim: kind
+    "feedback", no path (claims are not in the zip), so no reader can take one for a label."""
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["path", "label", "annotator", "time", "source", "role", "kind", "sha256"])
@@ -47,6 +57,10 @@ def export_csv() -> str:
             winner.user.username if winner.user else "", winner.created.isoformat(),
             winner.source or winner.role, winner.role, winner.kind, image.sha256,
         ])
+    claims = selectors.latest_feedback()
+    for _, claim in sorted(claims.items()):
+        writer.writerow(["", claim.label, claim.user.username if claim.user else "", claim.created.isoformat(),
+                         claim.role, claim.role, claim.kind, claim.image.sha256])
     return out.getvalue()
 
 

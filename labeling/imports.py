@@ -14,6 +14,7 @@ from classifier.errors import Rejected
 from classifier.ml.class_map import OTHER
 from classifier.models import Species
 
+from .label_errors import import_source
 from .models import Annotation, ImportJob
 from .retrain import retrain_if_due
 
@@ -92,7 +93,7 @@ def _import_one(job, archive, path, label, species) -> None:
         kind = Annotation.Kind.IMPORTED
     Annotation.objects.create(
         image=result.image, kind=kind, role=Annotation.Role.IMPORT, species=target,
-        label=target.name if target else "", user=job.user, source=f"import {job.id}: {path}"[:255],
+        label=target.name if target else "", user=job.user, source=f"{import_source(job.id)}{path}"[:255],
     )
 
 

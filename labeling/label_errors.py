@@ -59,6 +59,24 @@ def suspected_labels() -> list[SuspectedLabel]:
     return [s for s in run.suspects if lengths.get(s.image_id) == s.annotations]
 
 
+def import_source(job_id: int) -> str:
+    """How an imported label names its import (Annotation.source): "import 7: dog/rex.jpg"."""
+    return f"import {job_id}: "
+
+
+def import_suspects(job_ids: list[int]) -> dict[int, list[SuspectedLabel]]:
+    """import job id -> the suspected label errors among the images it labelled, most suspicious first."""
+    suspects = suspected_labels()
+    by_image = {s.image_id: s for s in suspects}
+    found: dict[int, list[SuspectedLabel]] = {job_id: [] for job_id in job_ids}
+    for job_id in job_ids:
+        rows = Annotation.objects.filter(role=Annotation.Role.IMPORT, image_id__in=list(by_image),
+                                         source__startswith=import_source(job_id))
+        images = set(rows.values_list("image_id", flat=True))
+        found[job_id] = [s for s in suspects if s.image_id in images]
+    return found
+
+
 def _label_error_run() -> LabelErrorRun:
     """The suspects, computed again only when labels or embeddings changed.
 
@@ -96,7 +114,7 @@ def _find_suspected_labels() -> list[SuspectedLabel]:
     lengths = _history_lengths(image_ids)
     labels = {}
     for batch in batches(image_ids):
-        labels.update(current_labels(batch))
+        labels.update(current_labels(batch, ground_truth=True))
     # As in training (selectors.training_labels): uploader feedback is no ground truth, and a retired
     # class is no answer a reviewer could give.
     labels = {

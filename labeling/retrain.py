@@ -4,19 +4,15 @@ Decisions only enqueue a check (counting is cheap, but checking that the labels 
 on reads them all), and at most one check waits in the queue at a time.
 """
 
-import logging
-
 from django.conf import settings
 from django.core.cache import caches
 
 from classifier import enqueue
 from classifier.models import TrainingRun
-from classifier.training.runs import training_request
-from classifier.training.snapshots import TrainingRefused
+from classifier.training.runs import training_automatic
 
 from .selectors import labels_since
 
-logger = logging.getLogger(__name__)
 CHECK_TASK = "labeling.tasks.retrain_if_due"
 
 # While a retrain check waits in the queue, decisions enqueue no other: the waiting one counts
@@ -55,14 +51,13 @@ def retrain_if_due() -> TrainingRun | None:
     """A training run once RETRAIN_AFTER_LABELS labels arrived since the last run was asked for.
 
     Runs in a worker (decisions only enqueue the check): counting is cheap, but checking the
-    labels can be trained on reads them all."""
+    labels can be trained on reads them all. Once due, the attempt is always a row: a run, or
+    one that says it was skipped or refused and why; the count starts again after it. A refused
+    manual request does not restart the count: nobody asked this trigger to wait for it."""
     if settings.RETRAIN_AFTER_LABELS <= 0:
         return None
-    last = TrainingRun.objects.order_by("-created", "-id").first()
+    runs = TrainingRun.objects.exclude(trigger=TrainingRun.Trigger.MANUAL, status=TrainingRun.Status.REFUSED)
+    last = runs.order_by("-created", "-id").first()
     if labels_since(last.created if last else None) < settings.RETRAIN_AFTER_LABELS:
         return None
-    try:
-        return training_request(mode=settings.RETRAIN_MODE, trigger=TrainingRun.Trigger.LABELS)
-    except TrainingRefused as e:
-        logger.info("retrain after labels skipped: %s", e)
-        return None
+    return training_automatic(mode=settings.RETRAIN_MODE, trigger=TrainingRun.Trigger.LABELS)

@@ -28,21 +28,35 @@ from .selectors import HUMAN_ROLES, live_claims, live_labels
 def queue_candidates(user) -> QuerySet[Image]:
     """Predicted images this user has not seen and nobody holds, that still need a label:
     none yet, or a second opinion (double annotation), or, for reviewers, a settled dispute
-    or a suspected label error."""
+    or a suspected label error. A skip keeps an image from the user for as long as a claim
+    lasts (REVIEW_CLAIM_SECONDS); then it comes back, so no image is lost to a skip."""
     now = timezone.now()
     human_label = live_labels().filter(image=OuterRef("pk"), role__in=HUMAN_ROLES)
-    seen = Annotation.objects.filter(image=OuterRef("pk"), user=user)
-    skipped = Skip.objects.filter(image=OuterRef("pk"), user=user)
+    mine = Annotation.objects.filter(image=OuterRef("pk"), user=user)
+    seen = ~Exists(mine.exclude(role=Annotation.Role.IMPORT))
+    imported = Exists(mine.filter(role=Annotation.Role.IMPORT))
+    skip_since = now - timedelta(seconds=settings.REVIEW_CLAIM_SECONDS)
+    skipped = Skip.objects.filter(image=OuterRef("pk"), user=user, created__gt=skip_since)
     held = Claim.objects.filter(image=OuterRef("pk"), expires__gt=now)
     needs_label = ~Exists(human_label) | Q(id__in=awaiting_second_annotator())
+    # Labels a person imported are not asked of them again, except those suspected of being wrong:
+    # the reviewer who imported a dataset is the one who sees its suspected label errors.
+    unseen = seen & ~imported
     if user.has_perm("labeling.review"):
-        needs_label |= Q(id__in=disagreements()) | Q(id__in=suspected_label_errors(limit=LABEL_ERROR_QUEUE_LIMIT))
+        suspects = suspected_label_errors(limit=LABEL_ERROR_QUEUE_LIMIT)
+        needs_label |= Q(id__in=disagreements()) | Q(id__in=suspects)
+        unseen = seen & (~imported | Q(id__in=suspects))
     return (
         Image.objects.filter(status=Image.Status.PREDICTED)
         .filter(needs_label)
-        .filter(~Exists(seen), ~Exists(skipped), ~Exists(held))
+        .filter(unseen, ~Exists(skipped), ~Exists(held))
         .order_by("-created", "-id")
     )
+
+
+def queue_left(user) -> int:
+    """How many images still wait for this user: those held for them and those they could get."""
+    return queue_candidates(user).count() + Claim.objects.filter(user=user, expires__gt=timezone.now()).count()
 
 
 def queue_order(user, *, count: int) -> list[int]:

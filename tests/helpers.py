@@ -48,3 +48,13 @@ def log_in(page, base_url: str, username: str, password: str) -> None:
     page.fill("#id_username", username)
     page.fill("#id_password", password)
     page.click("button[type=submit]")
+
+
+def logged_in_member(client, django_user_model, username: str, role: str):
+    """A user in one of the roles (no password), logged in on the Django test client."""
+    from labeling.roles import role_group
+
+    user = django_user_model.objects.create_user(username)
+    user.groups.add(role_group(role))
+    client.force_login(user)
+    return user

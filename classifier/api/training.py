@@ -20,8 +20,8 @@ class TrainingRunSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = TrainingRun
-        fields = ["id", "mode", "trigger", "status", "requested_by", "options", "stage", "progress", "history",
-                  "cancel_requested", "heartbeat", "worker", "error", "snapshot", "version", "version_id",
+        fields = ["id", "mode", "trigger", "status", "outcome", "requested_by", "options", "stage", "progress",
+                  "history", "cancel_requested", "heartbeat", "worker", "error", "snapshot", "version", "version_id",
                   "created", "started", "finished"]
 
 
@@ -64,13 +64,16 @@ class TrainingRequestSerializer(serializers.Serializer):
 @api_view(["GET", "POST"])
 @permission_classes([CanTrain])
 def runs(request):
-    """GET: the latest runs. POST: ask for a run; joins the queued run of that mode if there is one (200)."""
+    """GET: the latest runs, each with its outcome (skipped and refused requests included).
+    POST: ask for a run; joins the queued run of that mode, or the running one with the same options (200);
+    refused with the reason (400) when today's labels cannot train, which also leaves a refused row."""
     if request.method == "GET":
         return Response(TrainingRunSerializer(TrainingRun.objects.select_related(
             "requested_by", "version", "snapshot")[:20], many=True).data)
     body = TrainingRequestSerializer(data=request.data)
     body.is_valid(raise_exception=True)
-    before = set(TrainingRun.objects.filter(status=TrainingRun.Status.QUEUED).values_list("id", flat=True))
+    before = set(TrainingRun.objects.filter(status__in=[TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING])
+                 .values_list("id", flat=True))
     run = training_runs.training_request(mode=body.validated_data["mode"], trigger=TrainingRun.Trigger.MANUAL,
                                 user=request.user, options=body.validated_data.get("options"))
     return Response(TrainingRunSerializer(run).data,

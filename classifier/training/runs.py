@@ -1,13 +1,19 @@
 """Training runs, from a request to a registered version.
 
 A run's life: training_request() makes it queued, or joins the run of that mode already
-queued, and enqueues model_train on commit. training_execute() claims it with a conditional
+queued (or running, with the same options), and enqueues model_train on commit; a request that
+today's labels cannot train is a refused row, and the automatic triggers (training_automatic)
+also leave a skipped row when no label changed. training_execute() claims it with a conditional
 UPDATE (a second delivery of the task finds it taken and does nothing; the database allows one
 running run at all), freezes a snapshot of the labels, trains with classifier.ml.train.fit (the
 same code as the command line), registers the version and lets the gate decide whether it
-replaces the champion. The watchdog (watchdog.py) fails runs whose worker died.
+replaces the champion. A run whose snapshot, mode, options and parent match a registered
+version's run returns that version instead of training it again. The watchdog (watchdog.py)
+fails runs whose worker died.
 """
 
+import hashlib
+import json
 import logging
 import os
 import secrets
@@ -45,6 +51,14 @@ class _NoLongerRunning(Exception):
     pass
 
 
+class _AlreadyRegistered(Exception):
+    """The run would train what a registered version was trained on: that version is the answer."""
+
+    def __init__(self, *, version: ModelVersion, run_id: int):
+        super().__init__(version.name)
+        self.version, self.run_id = version, run_id
+
+
 # --- requests and cancel ---------------------------------------------------------------------
 
 def _clean_options(options: dict | None) -> dict:
@@ -62,11 +76,58 @@ def _clean_options(options: dict | None) -> dict:
 
 
 def training_request(*, mode: str, trigger: str, user=None, options: dict | None = None) -> TrainingRun:
-    """A queued run of this mode: a new one, or the one already waiting (the request joins it)."""
+    """A run of this mode: the one already queued, or the one running with the same options (the
+    request joins it), or a new queued one. Today's labels cannot train: a refused row is left
+    and TrainingRefused raised with the reason."""
     if mode not in MODES:
         raise Rejected(f"Unknown training mode {mode!r}; choose one of: {', '.join(MODES)}")
     options = _clean_options(options)
-    training_check()  # refuse now, with the reason, rather than queue a run that must fail
+    joined = _joinable(mode=mode, options=options)
+    if joined is not None:
+        return joined
+    try:
+        training_check()  # refuse now, with the reason, rather than queue a run that must fail
+    except TrainingRefused as e:
+        _outcome_row(mode=mode, trigger=trigger, user=user, options=options, status=TrainingRun.Status.REFUSED,
+                     outcome=f"refused: {e}")
+        raise
+    return _queue(mode=mode, trigger=trigger, user=user, options=options)
+
+
+def training_automatic(*, mode: str, trigger: str) -> TrainingRun:
+    """A run for the label trigger or the schedule, always a row: joined, queued, or one that says
+    why nothing was trained ("skipped: no new labels since run N", "refused: ...")."""
+    joined = _joinable(mode=mode, options={})
+    if joined is not None:
+        return joined
+    try:
+        items, _, _ = snapshot_items()
+    except TrainingRefused as e:
+        return _outcome_row(mode=mode, trigger=trigger, status=TrainingRun.Status.REFUSED, outcome=f"refused: {e}")
+    last = (TrainingRun.objects.filter(mode=mode, status=TrainingRun.Status.SUCCEEDED, snapshot__isnull=False)
+            .select_related("snapshot").order_by("-finished", "-id").first())
+    if last is not None and last.snapshot.sha256 == snapshot_sha256(items):
+        return _outcome_row(mode=mode, trigger=trigger, status=TrainingRun.Status.SKIPPED,
+                            outcome=f"skipped: no new labels since run {last.id}")
+    return _queue(mode=mode, trigger=trigger, user=None, options={})
+
+
+def training_scheduled(*, mode: str) -> TrainingRun:
+    """The schedule's run (Celery beat): see training_automatic."""
+    return training_automatic(mode=mode, trigger=TrainingRun.Trigger.SCHEDULE)
+
+
+def _joinable(*, mode: str, options: dict) -> TrainingRun | None:
+    """The run a request of this mode joins: the queued one, or the running one with the same
+    options (a second click during a run would otherwise train the same snapshot again)."""
+    for run in TrainingRun.objects.filter(mode=mode, status__in=[TrainingRun.Status.QUEUED,
+                                                                TrainingRun.Status.RUNNING], cancel_requested=False):
+        if run.status == TrainingRun.Status.QUEUED or run.options == options:
+            return run
+    return None
+
+
+def _queue(*, mode: str, trigger: str, user, options: dict) -> TrainingRun:
     try:
         with transaction.atomic():
             run = TrainingRun.objects.create(mode=mode, trigger=trigger, requested_by=user, options=options,
@@ -78,15 +139,14 @@ def training_request(*, mode: str, trigger: str, user=None, options: dict | None
     return run
 
 
-def training_scheduled(*, mode: str) -> TrainingRun | None:
-    """A run for the schedule, unless the labels are what the last good run of this mode read."""
-    items, _, _ = snapshot_items()
-    last = (TrainingRun.objects.filter(mode=mode, status=TrainingRun.Status.SUCCEEDED, snapshot__isnull=False)
-            .select_related("snapshot").order_by("-finished", "-id").first())
-    if last is not None and last.snapshot.sha256 == snapshot_sha256(items):
-        logger.info("scheduled %s training skipped: no label changed since run %s", mode, last.id)
-        return None
-    return training_request(mode=mode, trigger=TrainingRun.Trigger.SCHEDULE)
+def _outcome_row(*, mode: str, trigger: str, status: str, outcome: str, user=None,
+                 options: dict | None = None) -> TrainingRun:
+    """A request that ends where it starts: a finished row that says what became of it."""
+    logger.info("%s training (%s) %s", mode, trigger, outcome)
+    now = timezone.now()
+    return TrainingRun.objects.create(mode=mode, trigger=trigger, requested_by=user, options=options or {},
+                                      status=status, stage=status, outcome=outcome[:10_000], created=now,
+                                      finished=now)
 
 
 def training_cancel(*, run: TrainingRun, user=None) -> TrainingRun:
@@ -177,6 +237,10 @@ def training_execute(*, run_id: int) -> TrainingRun | None:
     still_running = {"status": TrainingRun.Status.RUNNING}
     try:
         version = _train(run, checkpoint)
+    except _AlreadyRegistered as same:
+        finish(run.id, TrainingRun.Status.SUCCEEDED, stage="done", only_if=still_running, version=same.version,
+               outcome=(f"returned {same.version.name} without training: same snapshot, mode, options and parent "
+                        f"as run {same.run_id}"))
     except Cancelled:
         finish(run.id, TrainingRun.Status.CANCELLED, error="cancelled while training; nothing was registered",
                stage="cancelled", only_if=still_running)
@@ -191,7 +255,10 @@ def training_execute(*, run_id: int) -> TrainingRun | None:
     else:
         _export_for_serving(run.id, version)
         gate_and_promote(version)
-        finish(run.id, TrainingRun.Status.SUCCEEDED, stage="done", only_if=still_running)
+        version.refresh_from_db()
+        verdict = "promoted" if version.status == ModelVersion.Status.PRODUCTION else "kept as a candidate"
+        finish(run.id, TrainingRun.Status.SUCCEEDED, stage="done", only_if=still_running,
+               outcome=f"trained {version.name}: {verdict}")
     finally:
         checkpoint.unlink(missing_ok=True)
         with transaction.atomic():
@@ -218,27 +285,51 @@ def _device() -> str:
     return serving.default_device() if settings.TRAINING_DEVICE == "auto" else settings.TRAINING_DEVICE
 
 
+def _chosen(run: TrainingRun, defaults) -> dict:
+    """What the run trains with besides its labels: its options with the settings' defaults."""
+    return {
+        "backbone": settings.DEFAULT_BACKBONE,
+        "seed": run.options.get("seed", 0),
+        "batch_size": run.options.get("batch_size", settings.TRAINING_BATCH_SIZE),
+        "epochs": run.options.get("epochs", settings.TRAINING_EPOCHS),
+        "patience": run.options.get("patience", defaults.patience),
+        "tta": settings.TRAINING_HEAD_TTA if run.mode == KIND_HEAD else False,
+        "min_per_class": settings.TRAINING_MIN_PER_CLASS,
+    }
+
+
+def run_fingerprint(*, snapshot_sha256: str, mode: str, chosen: dict, parent: ModelVersion | None) -> str:
+    """Equal for two runs that would train the same thing: same labels, mode, options, parent."""
+    key = {"snapshot": snapshot_sha256, "mode": mode, "chosen": chosen, "parent": parent.id if parent else None}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def _registered_twin(run: TrainingRun, fingerprint: str) -> TrainingRun | None:
+    return (TrainingRun.objects.filter(fingerprint=fingerprint, status=TrainingRun.Status.SUCCEEDED,
+                                       version__isnull=False)
+            .exclude(id=run.id).select_related("version").order_by("created", "id").first())
+
+
 def _train(run: TrainingRun, checkpoint: Path) -> ModelVersion:
     from ..ml.train import TrainConfig, fit  # torch: only where training runs
 
     snapshot = snapshot_create()
-    TrainingRun.objects.filter(id=run.id).update(snapshot=snapshot, stage="preparing")
-    backbone = settings.DEFAULT_BACKBONE
-    tta = settings.TRAINING_HEAD_TTA if run.mode == KIND_HEAD else False
+    parent = selectors.production_model()  # what the new version is trained from and measured against
+    chosen = _chosen(run, TrainConfig)
+    fingerprint = run_fingerprint(snapshot_sha256=snapshot.sha256, mode=run.mode, chosen=chosen, parent=parent)
+    TrainingRun.objects.filter(id=run.id).update(snapshot=snapshot, stage="preparing", fingerprint=fingerprint)
+    twin = _registered_twin(run, fingerprint)
+    if twin is not None:
+        raise _AlreadyRegistered(version=twin.version, run_id=twin.id)
     originals = dict(Image.objects.filter(id__in=[row[0] for row in snapshot.items]).values_list("id", "original"))
     items = [Item(path=local_path(originals[image_id]), label=label, split=split, sha256=sha)
              for image_id, sha, label, split in snapshot.items]
-    if not tta:
-        _seed_embedding_cache([row[0] for row in snapshot.items], backbone)
+    if not chosen["tta"]:
+        _seed_embedding_cache([row[0] for row in snapshot.items], chosen["backbone"])
     name = f"{run.mode}-{run.id}-{secrets.token_hex(3)}"
     config = TrainConfig(
-        out=Path(settings.MODELS_ROOT) / name, items=items, mode=run.mode, backbone=backbone,
-        seed=run.options.get("seed", 0), device=_device(),
-        batch_size=run.options.get("batch_size", settings.TRAINING_BATCH_SIZE),
-        cache_dir=settings.EMBEDDING_CACHE_DIR, weights_dir=settings.WEIGHTS_DIR,
-        min_per_class=settings.TRAINING_MIN_PER_CLASS, tta=tta,
-        epochs=run.options.get("epochs", settings.TRAINING_EPOCHS),
-        patience=run.options.get("patience", TrainConfig.patience), checkpoint=checkpoint,
+        out=Path(settings.MODELS_ROOT) / name, items=items, mode=run.mode, device=_device(),
+        cache_dir=settings.EMBEDDING_CACHE_DIR, weights_dir=settings.WEIGHTS_DIR, checkpoint=checkpoint, **chosen,
     )
     result = fit(config, progress=Reporter(run.id))
     # The folder is complete on disk before the row exists: a crash here leaves an
@@ -246,9 +337,8 @@ def _train(run: TrainingRun, checkpoint: Path) -> ModelVersion:
     card_sha = file_sha256(config.out / CARD_FILE)
     with transaction.atomic():
         version = ModelVersion.objects.create(
-            name=name, kind=run.mode, backbone=backbone, card=result.card.to_dict(), card_sha256=card_sha,
-            model_dir=name, parent=selectors.production_model(), snapshot=snapshot,
-            status=ModelVersion.Status.CANDIDATE,
+            name=name, kind=run.mode, backbone=chosen["backbone"], card=result.card.to_dict(), card_sha256=card_sha,
+            model_dir=name, parent=parent, snapshot=snapshot, status=ModelVersion.Status.CANDIDATE,
         )
         attached = TrainingRun.objects.filter(id=run.id, status=TrainingRun.Status.RUNNING).update(
             version=version, stage="gate", history=result.history if run.mode == KIND_FINETUNE else [],

@@ -10,6 +10,9 @@ const img = document.getElementById("review-image");
 const empty = document.getElementById("review-empty");
 const title = document.getElementById("review-suggestion");
 const reason = document.getElementById("review-reason");
+const unknown = document.getElementById("review-unknown");
+const claim = document.getElementById("review-claim");
+const left = document.getElementById("review-left");
 const candidatesEl = document.getElementById("candidates");
 const search = document.getElementById("search");
 const message = document.getElementById("review-message");
@@ -40,10 +43,23 @@ function candidates(item) {
   return top.filter((s) => classNames.has(s.label));
 }
 
+// The suggestion Enter accepts: the model's answer when it is one of the project's classes, else
+// none ("other": the model does not recognise any of them, so no class is preselected).
+function suggestionOf(item) {
+  const label = item && item.prediction ? item.prediction.label : null;
+  return label && classNames.has(label) ? label : null;
+}
+
+function showLeft(count) {
+  left.textContent = count === 1 ? "1 image left in your queue (this one)" : `${count} images left in your queue`;
+  root.dataset.left = count;
+}
+
 async function refill() {
   if (queue.length >= PREFETCH) return;
   const { status, data } = await api("GET", `/api/review/next/?count=${PREFETCH}`);
   if (status !== 200) return say(`Could not load the queue (${status}).`);
+  showLeft(data.length ? data[0].left : 0);
   // By image, not token: an undo re-issues a claim with a new token for an image we show.
   const known = new Set(queue.map((i) => i.image).concat(current ? [current.image] : []));
   for (const item of data) {
@@ -65,6 +81,8 @@ function show(item) {
   if (!item) {
     img.hidden = true;
     reason.hidden = true;
+    unknown.hidden = true;
+    claim.hidden = true;
     empty.hidden = false;
     title.textContent = "All done";
     candidatesEl.replaceChildren();
@@ -78,16 +96,18 @@ function show(item) {
   reason.hidden = !suspect;
   reason.textContent = suspect ? `Suspected label error: labelled ${suspect.label}, but a model trained on the other labels says ${suspect.model_label}.` : "";
   img.dataset.image = item.image;
+  claim.hidden = !item.uploader_claim;
+  claim.textContent = item.uploader_claim ? `uploader says: ${item.uploader_claim}` : "";
   const list = candidates(item);
-  const suggestion = item.prediction ? item.prediction.label : null;
-  // When the model's best guess is "other", Enter takes the best project class instead:
-  // the highlighted first candidate is always what Enter does.
-  title.textContent = suggestion && classNames.has(suggestion)
-    ? suggestion
-    : list.length ? `${list[0].label}? (model: ${suggestion || "none"})` : "No suggestion";
+  const suggestion = suggestionOf(item);
+  // Enter accepts exactly what is shown here; with no project class suggested it asks instead.
+  title.textContent = suggestion || "Which class is it?";
+  unknown.hidden = Boolean(suggestion);
+  root.dataset.suggestion = suggestion || "";
   candidatesEl.replaceChildren(
     ...list.map((s, k) => {
       const li = document.createElement("li");
+      if (s.label === suggestion) li.className = "suggested";
       li.innerHTML = "<kbd></kbd> <span class='label'></span> <span class='pct muted'></span>";
       li.querySelector("kbd").textContent = String(k + 1);
       li.querySelector(".label").textContent = s.label;
@@ -119,6 +139,7 @@ async function decide(action, label) {
   busy = true;
   const item = current;
   const body = { token: item.token, action, based_on: item.based_on, time_taken_ms: Math.round(performance.now() - shownAt) };
+  if (item.prediction) body.prediction = item.prediction.id;
   if (label) body.label = label;
   const { status, data } = await api("POST", "/api/review/decisions/", body);
   busy = false;
@@ -139,11 +160,10 @@ async function decide(action, label) {
 
 function acceptTop() {
   if (!current) return;
-  const suggestion = current.prediction ? current.prediction.label : null;
-  if (suggestion && classNames.has(suggestion)) return decide("accept");
-  const list = candidates(current);
-  if (list.length) return decide("choose", list[0].label);
-  say("No candidate to accept: pick a class with / or press N.", true);
+  if (suggestionOf(current)) return decide("accept");
+  // Nothing was recorded: a wrong default would teach the next model a wrong label.
+  root.dataset.asked = current.image;
+  say("Nothing recorded: the model does not recognise one of the project's classes. Choose one: a digit, / to search, or N for none of these.", true);
 }
 
 async function undo() {
@@ -152,12 +172,35 @@ async function undo() {
   const { status, data } = await api("POST", "/api/review/undo/");
   busy = false;
   if (status !== 200) return say(data ? data.detail : `error ${status}`, true);
-  if (current) queue.unshift(current);
-  done.delete(data.image);
+  takeBack(data);
   addLog(`image ${data.image}: undone`);
   say("Undone: decide again.");
-  show(data);
 }
+
+// An image held for us again (undo, reopen) goes in front; what was shown waits behind it.
+function takeBack(item) {
+  if (current && current.image !== item.image) queue.unshift(current);
+  queue = queue.filter((i) => i.image !== item.image);
+  done.delete(item.image);
+  showLeft(item.left);
+  show(item);
+}
+
+async function reopen(annotationId) {
+  if (busy) return;
+  busy = true;
+  const { status, data } = await api("POST", `/api/review/decisions/${annotationId}/reopen/`);
+  busy = false;
+  if (status !== 200) return say(data ? data.detail : `error ${status}`, true);
+  takeBack(data);
+  addLog(`image ${data.image}: reopened`);
+  say("Reopened: decide again. Your earlier decision stays in the history.");
+}
+
+log.addEventListener("click", (e) => {
+  const li = e.target.closest("li[data-annotation]");
+  if (li) reopen(li.dataset.annotation);
+});
 
 async function skip() {
   if (!current || busy) return;

@@ -18,7 +18,10 @@ function eta(seconds) {
   return seconds < 90 ? `${Math.round(seconds)} s left` : `${Math.round(seconds / 60)} min left`;
 }
 
+const ENDED_AT_REQUEST = new Set(["skipped", "refused"]); // never queued: nothing to show in progress
+
 function progressCell(run) {
+  if (ENDED_AT_REQUEST.has(run.status)) return document.createElement("td");
   const p = run.progress || {};
   const bar = document.createElement("div");
   bar.className = "progress slim";
@@ -59,7 +62,9 @@ function row(run) {
     });
     actions.append(cancel);
   }
-  tr.append(td(run.id), td(run.mode), td(run.trigger), td(run.status), progressCell(run), version, actions);
+  const outcome = td(run.outcome);
+  outcome.className = "outcome" + (run.status === "refused" ? " error" : run.status === "skipped" ? " muted" : "");
+  tr.append(td(run.id), td(run.mode), td(run.trigger), td(run.status), progressCell(run), outcome, version, actions);
   return tr;
 }
 
@@ -80,8 +85,8 @@ document.getElementById("train-form").addEventListener("submit", async (e) => {
   const mode = e.submitter ? e.submitter.value : "head";
   const r = await post("/api/training/runs/", { mode });
   message.textContent = r.ok
-    ? (r.status === 201 ? `Run ${r.data.id} queued.` : `A ${mode} run (${r.data.id}) was already waiting: joined it.`)
-    : r.data.detail || `Error ${r.status}`;
+    ? (r.status === 201 ? `Run ${r.data.id} queued.` : `A ${mode} run (${r.data.id}) was already ${r.data.status}: joined it.`)
+    : r.status === 400 ? `Refused: ${r.data.detail}` : r.data.detail || `Error ${r.status}`;
   refresh();
 });
 

@@ -178,7 +178,12 @@ def test_the_watchdog_fails_a_run_whose_worker_stopped(dataset, settings, tmp_pa
 
 
 def test_the_schedule_skips_when_no_label_changed(dataset, label_images):
-    assert run_head().status == "succeeded"
-    assert runs.training_scheduled(mode="head") is None
+    first = run_head()
+    assert first.status == "succeeded"
+    # Issue 11: the skip is a row that says so (it was only a log line).
+    skipped = runs.training_scheduled(mode="head")
+    assert (skipped.status, skipped.trigger) == ("skipped", "schedule")
+    assert skipped.outcome == f"skipped: no new labels since run {first.id}"
     label_images({"cat": 3})
-    assert runs.training_scheduled(mode="head").trigger == "schedule"
+    queued = runs.training_scheduled(mode="head")
+    assert (queued.trigger, queued.status) == ("schedule", "queued")

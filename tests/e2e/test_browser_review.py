@@ -6,6 +6,8 @@ import pytest
 from playwright.sync_api import expect
 
 from classifier import predictions, uploads
+from labeling import services
+from labeling.models import Annotation
 from labeling.roles import role_group
 from tests.helpers import demo_photo, log_in
 
@@ -91,7 +93,10 @@ def test_it_records_five_keyboard_decisions_with_undo_and_search(live_server, pr
     page.screenshot(path=str(tmp_path / "history.png"), full_page=True)
 
 
-def test_it_takes_the_best_class_when_the_model_says_other(live_server, species, alice, annotator, page):
+def test_it_asks_for_a_choice_when_the_model_says_other_and_shows_the_claim_and_the_count(
+        live_server, species, alice, annotator, page):
+    """Issue 11 changed this: Enter used to record the best project class when the model's answer
+    was "other" (nearly always "dog" in the walk), teaching the next model wrong labels."""
     path = demo_photo("llama", 0)
     image = uploads.image_upload(user=alice, filename=path.name, data=path.read_bytes()).image
     prediction = predictions.image_classify(image_id=image.id)
@@ -102,11 +107,36 @@ def test_it_takes_the_best_class_when_the_model_says_other(live_server, species,
     prediction.top = [{"label": "other", "p": 0.7}, {"label": "llama", "p": 0.3}]
     prediction.label, prediction.confidence, prediction.probabilities = "other", 0.7, probabilities
     prediction.save()
+    services.feedback_give(user=alice, image=image, label="dalmatian")  # jumps the queue: shown first
+    other = demo_photo("flamingo", 0)
+    predictions.image_classify(image_id=uploads.image_upload(user=alice, filename=other.name,
+                                                             data=other.read_bytes()).image.id)
 
     log_in(page, live_server.url, "dana", "dana-password-1")
     page.goto(f"{live_server.url}/review/")
-    expect(page.locator("#review")).to_have_attribute("data-state", "ready")
-    expect(page.locator("#review-suggestion")).to_contain_text("llama?")
+    expect(page.locator("#review")).to_have_attribute("data-image", str(image.id))
+    expect(page.locator("#review-unknown")).to_be_visible()
+    expect(page.locator("#review-unknown")).to_contain_text("does not recognise one of the project's classes")
+    expect(page.locator("#review-claim")).to_have_text("uploader says: dalmatian")
+    expect(page.locator("#review-left")).to_contain_text("2 images left")
+    expect(page.locator("#candidates li.suggested")).to_have_count(0)  # nothing preselected
+
     page.keyboard.press("Enter")
 
+    expect(page.locator("#review-message")).to_contain_text("Nothing recorded")
+    expect(page.locator("#review-message")).to_contain_text("a digit, / to search, or N")
+    assert not Annotation.objects.exclude(kind="feedback").exists()
+    assert current_image(page) == str(image.id)
+
+    assert press_and_wait(page, "1") != str(image.id)  # the first candidate: llama
     expect(page.locator("#log li").first).to_contain_text(f"image {image.id}: corrected llama")
+    expect(page.locator("#review-left")).to_contain_text("1 image left")
+
+    # Reopening the decision from the log holds the image again; the new decision is appended.
+    page.locator("#log li", has_text=f"image {image.id}: corrected llama").click()
+    expect(page.locator("#review")).to_have_attribute("data-image", str(image.id))
+    expect(page.locator("#review-message")).to_contain_text("Reopened")
+    press_and_wait(page, "n")
+    expect(page.locator("#log li").first).to_contain_text(f"image {image.id}: rejected")
+    assert list(Annotation.objects.filter(image=image).values_list("kind", "label")) == [
+        ("feedback", "dalmatian"), ("corrected", "llama"), ("rejected", "")]

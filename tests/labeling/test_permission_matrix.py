@@ -44,6 +44,7 @@ ROUTES = {
     "POST api-review-decide": ("/api/review/decisions/", {"token": "not-a-claim", "action": "reject"}),
     "POST api-review-undo": ("/api/review/undo/", {}),
     "POST api-review-skip": ("/api/review/skip/", {"token": "not-a-claim"}),
+    "POST api-review-reopen": ("/api/review/decisions/999999/reopen/", {}),
     "GET api-image-history": ("/api/images/{image}/history/", None),
     "POST api-image-feedback": ("/api/images/{image}/feedback/", {"label": "cat"}),
     "GET api-schema": ("/api/schema/", None),
@@ -91,6 +92,8 @@ EXPECTED = {
     "POST api-review-decide": (DENIED,      403,         403,         409,         409,         409),
     "POST api-review-undo":   (DENIED,      403,         403,         409,         409,         409),
     "POST api-review-skip":   (DENIED,      403,         403,         409,         409,         409),
+    # Not one of the user's own decisions: refused with the reason.
+    "POST api-review-reopen": (DENIED,      403,         403,         400,         400,         400),
     "GET api-image-history":  (DENIED,      200,         403,         200,         200,         200),
     "POST api-image-feedback": (DENIED,     201,         403,         201,         201,         201),
     "GET api-schema":         (200,         200,         200,         200,         200,         200),

@@ -50,7 +50,7 @@ def test_a_burst_of_decisions_enqueues_one_check_until_a_worker_takes_it(
     # training accepts ten labels depends on which split their hashes fall in: not this test's
     # business, so the request itself is what it looks at.)
     requested = []
-    monkeypatch.setattr(retrain, "training_request",
+    monkeypatch.setattr(retrain, "training_automatic",
                         lambda **kw: requested.append(kw) or TrainingRun(mode=kw["mode"], trigger=kw["trigger"]))
     run = retrain.retrain_check()
     assert requested == [{"mode": settings.RETRAIN_MODE, "trigger": TrainingRun.Trigger.LABELS}]

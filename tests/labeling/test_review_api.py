@@ -172,6 +172,7 @@ def test_it_refuses_to_accept_when_the_suggestion_is_other(client, species, anno
     assert response.status_code == 400
     assert "no suggestion to accept" in response.json()["detail"]
     assert not Annotation.objects.exists()
+    assert Claim.objects.get().token == item["token"]  # still held: the annotator chooses a class next
 
 
 def test_it_refuses_a_token_held_by_someone_else(client, dog_image, annotator, annotator2):

@@ -1,8 +1,11 @@
 """The review queue through the HTTP API: undo, skip, history and uploader feedback."""
 
 
+from datetime import timedelta
+
 import numpy as np
 import pytest
+from django.utils import timezone
 
 from classifier import registry
 from classifier.models import Upload
@@ -80,7 +83,9 @@ def test_it_undoes_the_decision_before_on_a_second_undo(client, species, annotat
 
 # --- skip -----------------------------------------------------------------------------------
 
-def test_it_never_offers_a_skipped_image_to_the_same_annotator_again(client, dog_image, annotator):
+def test_it_offers_a_skipped_image_to_the_same_annotator_only_after_the_claim_time(client, settings, dog_image,
+                                                                                   annotator):
+    # Issue 11: a skip used to hide the image from that annotator for ever.
     client.force_login(annotator)
     (item,) = next_items(client)
 
@@ -89,6 +94,19 @@ def test_it_never_offers_a_skipped_image_to_the_same_annotator_again(client, dog
     assert response.status_code == 204
     assert Skip.objects.filter(image=dog_image, user=annotator).exists()
     assert next_items(client, 5) == []
+    Skip.objects.update(created=timezone.now() - timedelta(seconds=settings.REVIEW_CLAIM_SECONDS + 1))
+    assert [i["image"] for i in next_items(client, 5)] == [dog_image.id]
+
+
+def test_it_hides_an_image_skipped_again_for_another_claim_time(client, settings, dog_image, annotator):
+    client.force_login(annotator)
+    post(client, SKIP, {"token": next_items(client)[0]["token"]})
+    Skip.objects.update(created=timezone.now() - timedelta(seconds=settings.REVIEW_CLAIM_SECONDS + 1))
+
+    post(client, SKIP, {"token": next_items(client)[0]["token"]})
+
+    assert next_items(client, 5) == []
+    assert Skip.objects.count() == 1
 
 
 def test_it_offers_a_skipped_image_to_another_annotator(client, dog_image, annotator, annotator2):
