@@ -35,7 +35,11 @@ class TrainConfig:
     weights_dir: Path | None = None  # where the backbone's ImageNet weights are
     test_fraction: float = DEFAULT_TEST_FRACTION
     val_fraction: float = DEFAULT_VAL_FRACTION
-    min_per_class: int = 5
+    min_per_class: int = 5  # labels a class needs to be learned; the others are served by zero-shot
+    # The project's classes and their ImageNet indices: those not learned keep their zero-shot
+    # score (coverage.py). None: the labels' own names, mapped with the shipped table.
+    class_map: dict[str, list[int]] | None = None
+    zero_shot_temperature: float | None = None  # None: the backbone's, fitted on Caltech (zero_shot_temperature)
     tta: bool | None = None  # flip-averaged features; None: on for head, off for finetune
     overwrite: bool = False
     # head
@@ -137,8 +141,10 @@ class Outcome:
     """What a mode hands back: everything else (metrics, card, files) is shared."""
     weights: dict[str, dict]
     preprocessing: Preprocessing
-    val_logits: np.ndarray
+    val_logits: np.ndarray  # the head's, for the val and test items the mode was given
     test_logits: np.ndarray
     history: list[dict]
     extra: dict
+    val_features: np.ndarray | None = None  # their pooled features: the zero-shot part scores them
+    test_features: np.ndarray | None = None
     training: dict = field(default_factory=dict)  # recorded in the card's training section

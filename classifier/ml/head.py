@@ -113,6 +113,7 @@ def fit_head(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y:
 
 
 def train_head(config: TrainConfig, items: list[Item], classes: tuple[str, ...], progress: Progress) -> Outcome:
+    """Fits on the items of `classes` (the learned ones); scores every val and test item."""
     started = time.perf_counter()
     ordered = split_items(items, TRAIN) + split_items(items, VAL) + split_items(items, TEST)
     features = embed_items(ordered, backbone=config.backbone, tta=config.use_tta, cache_dir=config.cache_dir,
@@ -121,11 +122,14 @@ def train_head(config: TrainConfig, items: list[Item], classes: tuple[str, ...],
     embed_seconds = time.perf_counter() - started
     n_train, n_val = len(split_items(items, TRAIN)), len(split_items(items, VAL))
     x = {TRAIN: features[:n_train], VAL: features[n_train:n_train + n_val], TEST: features[n_train + n_val:]}
-    y = {split: np.array([classes.index(i.label) for i in split_items(items, split)], dtype=int) for split in x}
+    known = {split: np.array([i.label in classes for i in split_items(items, split)], dtype=bool) for split in x}
+    y = {split: np.array([classes.index(i.label) for i in split_items(items, split) if i.label in classes],
+                         dtype=int) for split in x}
 
     started = time.perf_counter()
     progress(ProgressEvent("fit", 0, 1))
-    head = fit_head(x[TRAIN], y[TRAIN], x[VAL], y[VAL], len(classes), grid=tuple(config.weight_decays))
+    head = fit_head(x[TRAIN][known[TRAIN]], y[TRAIN], x[VAL][known[VAL]], y[VAL], len(classes),
+                    grid=tuple(config.weight_decays))
     fit_seconds = time.perf_counter() - started
     progress(ProgressEvent("fit", 1, 1, metrics={"weight_decay": head.weight_decay}))
     return Outcome(
@@ -133,6 +137,7 @@ def train_head(config: TrainConfig, items: list[Item], classes: tuple[str, ...],
         preprocessing=get_spec(config.backbone).preprocessing,
         val_logits=linear_logits(head.layer, x[VAL]),
         test_logits=linear_logits(head.layer, x[TEST]),
+        val_features=x[VAL], test_features=x[TEST],
         history=[asdict(c) for c in head.candidates],
         extra={"weight_decay": head.weight_decay, "embed_seconds": round(embed_seconds, 2),
                "fit_seconds": round(fit_seconds, 3)},

@@ -43,16 +43,13 @@ from .datasets import (
     Item,
     TooFewImages,
     assign_splits,
-    check_min_per_class,
-    check_training_splits,
-    class_names,
     image_folder,
     snapshot_sha256,
     split_items,
 )
 from .finetune import train_finetune
 from .head import train_head
-from .metrics import classification_metrics, fit_temperature, softmax
+from .scoring import class_map_of, class_plan, score, served_map, served_summary
 
 __all__ = ["TrainConfig", "ProgressEvent", "TrainResult", "fit", "main"]
 
@@ -64,15 +61,11 @@ def seed_everything(seed: int) -> None:
 
 
 def prepare_items(config: TrainConfig) -> list[Item]:
+    """Every labelled image with its split; classes below the minimum stay (scoring.class_plan)."""
     raw = image_folder(config.data_dir) if config.data_dir is not None else [
         item if isinstance(item, Item) else Item(*item) for item in config.items
     ]
-    check_min_per_class(raw, config.min_per_class)
-    items = assign_splits(raw, test_fraction=config.test_fraction, val_fraction=config.val_fraction)
-    check_training_splits(items, class_names(items))
-    if not split_items(items, VAL):
-        raise TooFewImages("The validation split is empty; add images or raise the validation fraction")
-    return items
+    return assign_splits(raw, test_fraction=config.test_fraction, val_fraction=config.val_fraction)
 
 
 def hardware(device: str) -> dict:
@@ -91,38 +84,34 @@ def fit(config: TrainConfig, *, progress: Progress | None = None) -> TrainResult
                               "(choose a new output folder, or pass overwrite)")
     seed_everything(config.seed)
     items = prepare_items(config)
-    classes = class_names(items)
-    targets = {split: np.array([classes.index(i.label) for i in split_items(items, split)], dtype=int)
-               for split in (TRAIN, VAL, TEST)}
+    class_map = class_map_of(config, items)
+    plan = class_plan(config, items, class_map)
+    learned_items = [i for i in items if i.label in plan.learned]
+    if not split_items(learned_items, VAL):
+        raise TooFewImages("The validation split is empty; add images or raise the validation fraction")
+    # A head scores every labelled image; a fine-tune's loaders know only the classes it learns.
+    evaluated = items if config.mode == KIND_HEAD else learned_items
     train_mode = train_head if config.mode == KIND_HEAD else train_finetune
-    outcome = train_mode(config, items, classes, progress)
-
-    temperature = fit_temperature(outcome.val_logits, targets[VAL])
-    val = classification_metrics(softmax(outcome.val_logits, temperature), targets[VAL], classes)
-    test_before = classification_metrics(softmax(outcome.test_logits), targets[TEST], classes)
-    test = classification_metrics(softmax(outcome.test_logits, temperature), targets[TEST], classes)
+    outcome = train_mode(config, evaluated, plan.learned, progress)
+    scores = score(config, plan, class_map, outcome, split_items(evaluated, VAL), split_items(evaluated, TEST))
     seconds = time.perf_counter() - started
-    counts = {f"n_{split}": len(targets[split]) for split in (TRAIN, VAL, TEST)}
-    summary = {
-        "mode": config.mode, "backbone": config.backbone,
-        "accuracy": round(test.accuracy, 4), "macro_f1": round(test.macro_f1, 4),
-        "ece_before": round(test_before.ece, 4), "ece_after": round(test.ece, 4),
-        "nll_before": round(test_before.nll, 4), "nll_after": round(test.nll, 4),
-        "temperature": round(temperature, 4),
-        "val_accuracy": round(val.accuracy, 4), "val_macro_f1": round(val.macro_f1, 4),
-        **counts, "classes": len(classes), "tta": config.use_tta, "seed": config.seed,
-        **outcome.extra, "seconds": round(seconds, 2), "model_dir": str(config.out),
-    }
+    counts = {f"n_{split}": len(split_items(evaluated, split)) for split in (TRAIN, VAL, TEST)}
+    summary = _summary(config, plan, scores, outcome, counts, seconds)
     card = ModelCard(
         kind=config.mode,
         backbone=config.backbone,
-        classes=classes,
+        classes=plan.classes,
         preprocessing=outcome.preprocessing,
-        temperature=temperature,
+        imagenet_map=served_map(plan, class_map),
+        temperature=scores.temperature,
+        head_classes=plan.learned,
+        served=plan.served,
+        zero_shot_temperature=scores.zero_shot_temperature,
+        other_bias=scores.other_bias,
         tta=config.use_tta,
         files={name: "" for name in outcome.weights},  # write_model_dir fills in the checksums
-        metrics={"test": test.to_dict(), "val": val.to_dict(), "test_before_temperature": test_before.to_dict(),
-                 "summary": summary},
+        metrics={"test": scores.test.to_dict(), "val": scores.val.to_dict(),
+                 "test_before_temperature": scores.test_before.to_dict(), "summary": summary},
         training={
             "config": config.to_dict(), "seed": config.seed, **counts, "n_images": len(items),
             "snapshot_sha256": snapshot_sha256(items), "hardware": hardware(config.device),
@@ -134,6 +123,21 @@ def fit(config: TrainConfig, *, progress: Progress | None = None) -> TrainResult
     card = write_model_dir(config.out, card, outcome.weights, overwrite=config.overwrite)
     progress(ProgressEvent("write", 1, 1))
     return TrainResult(model_dir=config.out, card=card, summary=summary, history=outcome.history)
+
+
+def _summary(config: TrainConfig, plan, scores, outcome, counts: dict, seconds: float) -> dict:
+    test, before, val = scores.test, scores.test_before, scores.val
+    return {
+        "mode": config.mode, "backbone": config.backbone,
+        "accuracy": round(test.accuracy, 4), "macro_f1": round(test.macro_f1, 4),
+        "ece_before": round(before.ece, 4), "ece_after": round(test.ece, 4),
+        "nll_before": round(before.nll, 4), "nll_after": round(test.nll, 4),
+        "temperature": round(scores.temperature, 4), "other_bias": round(scores.other_bias, 4),
+        "zero_shot_temperature": round(scores.zero_shot_temperature, 4),
+        "val_accuracy": round(val.accuracy, 4), "val_macro_f1": round(val.macro_f1, 4),
+        **counts, "classes": len(plan.classes), "served": served_summary(plan), "tta": config.use_tta,
+        "seed": config.seed, **outcome.extra, "seconds": round(seconds, 2), "model_dir": str(config.out),
+    }
 
 
 # --- command line ---------------------------------------------------------------------------

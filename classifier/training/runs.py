@@ -29,7 +29,7 @@ from ..models import Embedding, Image, ModelVersion, TrainingRun
 from ..storage import local_path
 from .gate import gate_and_promote
 from .progress import Cancelled, Reporter
-from .snapshots import TrainingRefused, snapshot_create, snapshot_items, training_check
+from .snapshots import TrainingRefused, project_class_map, snapshot_create, snapshot_items, training_check
 
 # The trainer and the embedding cache (torch) are imported where training runs: the web never trains.
 
@@ -236,7 +236,7 @@ def _train(run: TrainingRun, checkpoint: Path) -> ModelVersion:
         seed=run.options.get("seed", 0), device=_device(),
         batch_size=run.options.get("batch_size", settings.TRAINING_BATCH_SIZE),
         cache_dir=settings.EMBEDDING_CACHE_DIR, weights_dir=settings.WEIGHTS_DIR,
-        min_per_class=settings.TRAINING_MIN_PER_CLASS, tta=tta,
+        min_per_class=settings.TRAINING_MIN_PER_CLASS, tta=tta, class_map=project_class_map(),
         epochs=run.options.get("epochs", settings.TRAINING_EPOCHS),
         patience=run.options.get("patience", TrainConfig.patience), checkpoint=checkpoint,
     )
