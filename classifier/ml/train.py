@@ -2,6 +2,11 @@
 
     python -m classifier.ml.train --data DIR --out MODEL_DIR [--mode head|finetune] [--backbone NAME]
         [--epochs N] [--seed S] [--batch-size B] [--cache-dir D] [--test-fraction F] [--device cpu|cuda]
+        [--min-per-class N] [--class-map CLASSES.json]
+
+Every version serves every class (classifier/ml/coverage.py): the classes with --min-per-class
+images are learned, the project's other classes with an ImageNet mapping keep their zero-shot
+scores, and "other" is always served; the card says how each class is served.
 
 The images are split by a hash of their content (see datasets.py): test is held out for the
 final figures only, validation (carved out of train) chooses the head's weight decay, stops
@@ -171,7 +176,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--weights-dir", type=Path, default=None, help="where the backbone's ImageNet weights are")
     parser.add_argument("--test-fraction", type=float, default=DEFAULT_TEST_FRACTION)
     parser.add_argument("--val-fraction", type=float, default=DEFAULT_VAL_FRACTION)
-    parser.add_argument("--min-per-class", type=int, default=TrainConfig.min_per_class)
+    parser.add_argument("--min-per-class", type=int, default=TrainConfig.min_per_class,
+                        help="labels a class needs to be learned; the rest keep their zero-shot scores")
+    parser.add_argument("--class-map", type=Path, default=None,
+                        help="JSON {class: [ImageNet indices]}: the project's classes; those the data does not "
+                             "teach keep their zero-shot scores (default: the folder names, mapped by the shipped "
+                             "table)")
+    parser.add_argument("--zero-shot-temperature", type=float, default=None,
+                        help="default: the backbone's, fitted on the Caltech animals")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                         help="flip-averaged features (default: on for head, off for finetune)")
@@ -203,6 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             out=args.out, data_dir=args.data, mode=args.mode, backbone=args.backbone, seed=args.seed,
             device=args.device, batch_size=args.batch_size, cache_dir=args.cache_dir, weights_dir=args.weights_dir,
             test_fraction=args.test_fraction, val_fraction=args.val_fraction, min_per_class=args.min_per_class,
+            class_map=json.loads(args.class_map.read_text()) if args.class_map else None,
+            zero_shot_temperature=args.zero_shot_temperature,
             tta=args.tta, overwrite=args.overwrite, epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay,
             label_smoothing=args.label_smoothing, augment=args.augment, freeze_norm_stats=args.freeze_norm_stats,
             warmup_epochs=args.warmup_epochs, patience=args.patience,

@@ -17,6 +17,12 @@ def run_head() -> TrainingRun:
 
 
 @pytest.fixture
+def owner(django_user_model):
+    """An ML owner: may train, promote and see the training pages."""
+    return django_user_model.objects.create_superuser("olga", password="olga-password-1")
+
+
+@pytest.fixture
 def gerenuk(species):
     """A class ImageNet has no class for."""
     return registry.species_create(name="gerenuk")
@@ -58,12 +64,12 @@ def test_the_gate_refuses_a_challenger_that_stops_serving_a_class(models_root, l
     assert result.coverage_lost == ["hedgehog"] and "stop serving hedgehog" in result.reason
 
 
-def test_promoting_by_hand_states_the_coverage_it_loses(models_root, label_images, gerenuk, staff, client):
+def test_promoting_by_hand_states_the_coverage_it_loses(models_root, label_images, gerenuk, owner, client):
     label_images({"cat": 15, "dog": 15, "gerenuk": 15})
     trained = run_head().version
     assert selectors.production_model() == trained
     zero_shot = ModelVersion.objects.filter(kind="zero_shot").order_by("-id").first()
-    client.force_login(staff)
+    client.force_login(owner)
 
     page = client.get("/training/")
     assert 'data-loses="gerenuk"' in page.content.decode()
@@ -73,11 +79,11 @@ def test_promoting_by_hand_states_the_coverage_it_loses(models_root, label_image
     assert "stops serving gerenuk" in selectors.production_model().status_reason
 
 
-def test_the_version_page_lists_coverage_and_what_is_not_served_yet(models_root, label_images, gerenuk, staff,
+def test_the_version_page_lists_coverage_and_what_is_not_served_yet(models_root, label_images, gerenuk, owner,
                                                                       client):
     label_images({"cat": 15, "dog": 15, "gerenuk": 2})
     version = run_head().version
-    client.force_login(staff)
+    client.force_login(owner)
 
     html = client.get(version.get_absolute_url()).content.decode()
 

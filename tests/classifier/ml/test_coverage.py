@@ -37,7 +37,7 @@ def photos():
 def test_the_card_says_how_each_class_is_served(subset_model):
     card = subset_model.card
     assert card.head_classes == CLASSES
-    assert card.classes == CLASSES + ("flamingo", "starfish", "other")
+    assert card.classes == tuple(sorted(CLASSES + ("flamingo", "starfish"))) + ("other",)
     how = {c: s["how"] for c, s in card.served.items()}
     assert how == {**dict.fromkeys(CLASSES, "learned"), "flamingo": "zero_shot", "starfish": "zero_shot",
                    "okapi": "not_served", "other": "zero_shot"}
