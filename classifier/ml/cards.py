@@ -62,6 +62,7 @@ class ModelCard:
     served: dict[str, dict] = field(default_factory=dict)  # class -> {"how", "labels", "needs"}
     zero_shot_temperature: float = 1.0
     other_bias: float = 0.0  # added to log q(other) where "other" is not learned
+    prior_weight: float = 0.0  # of the zero-shot prior added to the head's logits (issue 15)
     tta: bool = False  # features are the mean over the image and its mirror
     files: dict[str, str] = field(default_factory=dict)  # file in the model dir -> its sha256
     metrics: dict = field(default_factory=dict)
@@ -121,6 +122,7 @@ class ModelCard:
                 "imagenet_map": {k: list(v) for k, v in self.imagenet_map.items()},
                 "zero_shot_temperature": self.zero_shot_temperature,
                 "other_bias": self.other_bias,
+                "prior_weight": self.prior_weight,
             }
         return data | {
             "temperature": self.temperature,
@@ -143,6 +145,7 @@ class ModelCard:
             served=dict(data.get("served", {})),
             zero_shot_temperature=float(data.get("zero_shot_temperature", 1.0)),
             other_bias=float(data.get("other_bias", 0.0)),
+            prior_weight=float(data.get("prior_weight", 0.0)),
             tta=bool(data.get("tta", False)),
             files=dict(data.get("files", {})),
             metrics=data.get("metrics", {}),

@@ -71,7 +71,7 @@ class CombinedHead(nn.Module):
 
     def __init__(self, linear: nn.Linear, *, classes: Sequence[str], head_classes: Sequence[str],
                  imagenet_map, temperature: float = 1.0, zero_shot_temperature: float = 1.0,
-                 other_bias: float = 0.0):
+                 other_bias: float = 0.0, prior_weight: float = 0.0):
         super().__init__()
         if classes[-1] != OTHER:
             raise ValueError(f"the classes must end with {OTHER!r}, got {list(classes)}")
@@ -89,10 +89,23 @@ class CombinedHead(nn.Module):
         self.register_buffer("other_in_side", _placement([OTHER], side)[0])
         self.register_buffer("head_to_side", _placement(head_classes, side))
         self.register_buffer("side_to_output", _placement(side, classes))
+        # The zero-shot prior of each learned class (issue 15): its own q where it has a mapping,
+        # q(other) where ImageNet has no class for it (zero-shot would call it "other").
+        self.register_buffer("prior_from_q", torch.stack(
+            [_placement([c if c in mapped else OTHER], zs_columns)[0] for c in head_classes], dim=1))
         self.temperature = float(temperature)
         self.other_bias = float(other_bias)
+        self.prior_weight = float(prior_weight)
 
-    def side_logits(self, head_logits: torch.Tensor, q: torch.Tensor, temperature, other_bias) -> torch.Tensor:
+    def prior(self, q: torch.Tensor) -> torch.Tensor:
+        """log q of each learned class (see __init__), one column per head output."""
+        return torch.log(q.clamp_min(EPS)) @ self.prior_from_q
+
+    def side_logits(self, head_logits: torch.Tensor, q: torch.Tensor, temperature, other_bias,
+                    prior_weight=None) -> torch.Tensor:
+        weight = self.prior_weight if prior_weight is None else prior_weight
+        if weight:
+            head_logits = head_logits + weight * self.prior(q)
         log_q_other = torch.log((q * self.other_in_q).sum(dim=1, keepdim=True).clamp_min(EPS))
         return (head_logits / temperature) @ self.head_to_side + (log_q_other + other_bias) * self.other_in_side
 

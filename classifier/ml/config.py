@@ -147,4 +147,8 @@ class Outcome:
     extra: dict
     val_features: np.ndarray | None = None  # their pooled features: the zero-shot part scores them
     test_features: np.ndarray | None = None
+    # Head mode: the images whose out-of-fold predictions stand in for validation (val_logits are
+    # theirs), and the zero-shot prior's weight chosen by cross-validation. None: the val split.
+    validation: list | None = None
+    prior_weight: float = 0.0
     training: dict = field(default_factory=dict)  # recorded in the card's training section

@@ -101,7 +101,7 @@ class Predictor:
                 self.head = CombinedHead(self.head, classes=card.classes, head_classes=card.head_classes,
                                          imagenet_map=card.imagenet_map, temperature=card.temperature,
                                          zero_shot_temperature=card.zero_shot_temperature,
-                                         other_bias=card.other_bias)
+                                         other_bias=card.other_bias, prior_weight=card.prior_weight)
         self.backbone = self.backbone.to(self.device).eval()
         if self.device.type == "cuda":
             self.backbone = self.backbone.to(memory_format=torch.channels_last)

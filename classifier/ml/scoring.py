@@ -8,6 +8,7 @@ what a user of the whole project would see.
 """
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -28,7 +29,8 @@ class Scores:
     temperature: float
     other_bias: float
     zero_shot_temperature: float
-    val: ClassificationMetrics
+    prior_weight: float
+    val: ClassificationMetrics  # out-of-fold predictions where the head was cross-validated
     test: ClassificationMetrics
     test_before: ClassificationMetrics  # T = 1, b = 0
 
@@ -64,10 +66,27 @@ def combined_head(plan: ClassPlan, class_map: dict, *, linear: nn.Module | None 
                         zero_shot_temperature=zero_shot_temperature_, other_bias=other_bias)
 
 
+@lru_cache(maxsize=2)
+def _imagenet_head(backbone: str, weights_dir) -> nn.Module:
+    return load_backbone(backbone, weights_dir=weights_dir).imagenet_head.eval()
+
+
 def imagenet_logits(config: TrainConfig, features: np.ndarray) -> np.ndarray:
-    head = load_backbone(config.backbone, weights_dir=config.weights_dir).imagenet_head.eval()
     with torch.no_grad():
+        head = _imagenet_head(config.backbone, config.weights_dir)
         return head(torch.as_tensor(features, dtype=torch.float32)).numpy()
+
+
+def prior_function(config: TrainConfig, plan: ClassPlan, class_map: dict[str, list[int]]):
+    """Pooled features -> the log zero-shot prior of each learned class (combine.CombinedHead.prior)."""
+    head = combined_head(plan, served_map(plan, class_map),
+                         zero_shot_temperature_=config.zero_shot_temperature or zero_shot_temperature(config.backbone))
+
+    def prior(features: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return head.prior(head.zero_shot(torch.as_tensor(imagenet_logits(config, features)))).numpy()
+
+    return prior
 
 
 def served_map(plan: ClassPlan, class_map: dict[str, list[int]]) -> dict[str, list[int]]:
@@ -87,6 +106,7 @@ def score(config: TrainConfig, plan: ClassPlan, class_map: dict[str, list[int]],
     y = {"val": np.array([columns.index(i.label) for i in val_items], dtype=int),
          "test": np.array([columns.index(i.label) for i in test_items], dtype=int)}
     head = combined_head(plan, class_map, zero_shot_temperature_=t_zero)
+    head.prior_weight = outcome.prior_weight
     served_val = y["val"] < len(plan.classes)
     temperature, bias = fit_calibration(head, outcome.val_logits[served_val], g["val"][served_val],
                                         y["val"][served_val])
@@ -99,6 +119,7 @@ def score(config: TrainConfig, plan: ClassPlan, class_map: dict[str, list[int]],
 
     before = metrics("test", outcome.test_logits, 1.0, 0.0)
     return Scores(temperature=temperature, other_bias=bias, zero_shot_temperature=t_zero,
+                  prior_weight=head.prior_weight,
                   val=metrics("val", outcome.val_logits, temperature, bias),
                   test=metrics("test", outcome.test_logits, temperature, bias), test_before=before)
 

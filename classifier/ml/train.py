@@ -54,7 +54,7 @@ from .datasets import (
 )
 from .finetune import train_finetune
 from .head import train_head
-from .scoring import class_map_of, class_plan, score, served_map, served_summary
+from .scoring import class_map_of, class_plan, prior_function, score, served_map, served_summary
 
 __all__ = ["TrainConfig", "ProgressEvent", "TrainResult", "fit", "main"]
 
@@ -96,9 +96,12 @@ def fit(config: TrainConfig, *, progress: Progress | None = None) -> TrainResult
         raise TooFewImages("The validation split is empty; add images or raise the validation fraction")
     # A head scores every labelled image; a fine-tune's loaders know only the classes it learns.
     evaluated = items if config.mode == KIND_HEAD else learned_items
-    train_mode = train_head if config.mode == KIND_HEAD else train_finetune
-    outcome = train_mode(config, evaluated, plan.learned, progress)
-    scores = score(config, plan, class_map, outcome, split_items(evaluated, VAL), split_items(evaluated, TEST))
+    if config.mode == KIND_HEAD:
+        outcome = train_head(config, items, plan.learned, progress, prior=prior_function(config, plan, class_map))
+    else:
+        outcome = train_finetune(config, learned_items, plan.learned, progress)
+    validation = outcome.validation if outcome.validation is not None else split_items(evaluated, VAL)
+    scores = score(config, plan, class_map, outcome, validation, split_items(evaluated, TEST))
     seconds = time.perf_counter() - started
     counts = {f"n_{split}": len(split_items(evaluated, split)) for split in (TRAIN, VAL, TEST)}
     summary = _summary(config, plan, scores, outcome, counts, seconds)
@@ -113,6 +116,7 @@ def fit(config: TrainConfig, *, progress: Progress | None = None) -> TrainResult
         served=plan.served,
         zero_shot_temperature=scores.zero_shot_temperature,
         other_bias=scores.other_bias,
+        prior_weight=scores.prior_weight,
         tta=config.use_tta,
         files={name: "" for name in outcome.weights},  # write_model_dir fills in the checksums
         metrics={"test": scores.test.to_dict(), "val": scores.val.to_dict(),
@@ -138,6 +142,7 @@ def _summary(config: TrainConfig, plan, scores, outcome, counts: dict, seconds: 
         "ece_before": round(before.ece, 4), "ece_after": round(test.ece, 4),
         "nll_before": round(before.nll, 4), "nll_after": round(test.nll, 4),
         "temperature": round(scores.temperature, 4), "other_bias": round(scores.other_bias, 4),
+        "prior_weight": scores.prior_weight,
         "zero_shot_temperature": round(scores.zero_shot_temperature, 4),
         "val_accuracy": round(val.accuracy, 4), "val_macro_f1": round(val.macro_f1, 4),
         **counts, "classes": len(plan.classes), "served": served_summary(plan), "tta": config.use_tta,
