@@ -1,4 +1,10 @@
-"""A linear classifier on cached embeddings: full-batch L-BFGS, L2 strength chosen on validation.
+"""A linear classifier on cached embeddings: full-batch L-BFGS on standardised features.
+
+Head mode uses the recipe for small data (fit_recipe, issue 15): the weight decay and the weight
+of the zero-shot prior are chosen together by stratified cross-validation over every labelled
+training image (train and validation splits), and the served head is then fitted on all of
+them; temperature and the "other" bias are fitted on the out-of-fold predictions. fit_head
+(the weight decay chosen on a validation split) still starts a fine-tune from its linear probe.
 
 Features are standardised with the training mean and deviation while fitting, so one grid of
 weight decays suits every backbone; the scaling is then folded into the layer, so the saved
@@ -227,7 +233,8 @@ def train_head(config: TrainConfig, items: list[Item], classes: tuple[str, ...],
         val_logits=fit.cv_logits, test_logits=linear_logits(fit.layer, test_x),
         val_features=x[fit.cv_index], test_features=test_x,
         history=fit.candidates,
-        extra={"weight_decay": fit.weight_decay, "prior_weight": fit.prior_weight, "cv_images": len(fit.cv_index),
+        extra={"weight_decay": fit.weight_decay, "prior_weight": fit.prior_weight, "n_fit": len(fitting),
+               "cv_images": len(fit.cv_index),
                "embed_seconds": round(embed_seconds, 2), "fit_seconds": round(fit_seconds, 3)},
         validation=[fitting[i] for i in fit.cv_index], prior_weight=fit.prior_weight,
     )
