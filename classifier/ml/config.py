@@ -44,6 +44,9 @@ class TrainConfig:
     overwrite: bool = False
     # head
     weight_decays: tuple[float, ...] = WEIGHT_DECAY_GRID
+    # After the test split has scored the recipe, serve a head refitted on every label, test
+    # included. The app keeps it off: its gate scores the version on that test split.
+    refit_on_all: bool = False
     # finetune
     epochs: int = 30
     # None: chosen by init_head. From a random head, 1e-4, label smoothing 0.1 and strong

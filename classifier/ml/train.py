@@ -187,6 +187,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="JSON {class: [ImageNet indices]}: the project's classes; those the data does not "
                              "teach keep their zero-shot scores (default: the folder names, mapped by the shipped "
                              "table)")
+    parser.add_argument("--refit-all", action=argparse.BooleanOptionalAction, default=True,
+                        help="head: after scoring the recipe on the test split, serve a head refitted on every "
+                             "image (default: on; the metrics then describe the recipe, not the refitted head)")
     parser.add_argument("--zero-shot-temperature", type=float, default=None,
                         help="default: the backbone's, fitted on the Caltech animals")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -221,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             device=args.device, batch_size=args.batch_size, cache_dir=args.cache_dir, weights_dir=args.weights_dir,
             test_fraction=args.test_fraction, val_fraction=args.val_fraction, min_per_class=args.min_per_class,
             class_map=json.loads(args.class_map.read_text()) if args.class_map else None,
-            zero_shot_temperature=args.zero_shot_temperature,
+            zero_shot_temperature=args.zero_shot_temperature, refit_on_all=args.refit_all,
             tta=args.tta, overwrite=args.overwrite, epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay,
             label_smoothing=args.label_smoothing, augment=args.augment, freeze_norm_stats=args.freeze_norm_stats,
             warmup_epochs=args.warmup_epochs, patience=args.patience,
