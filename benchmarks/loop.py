@@ -240,6 +240,8 @@ def parse_args(argv=None):
     parser.add_argument("--database-url", help="a PostgreSQL server: a database is created there and dropped after")
     parser.add_argument("--redis-url", help="a Redis broker; this run's queues have names of their own")
     parser.add_argument("--step-timeout", type=float, default=300.0, help="seconds the worker may take per step")
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help="embedding cache for the held-out photos' features (default: the temporary folder)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args(argv)
     if not 0 <= args.noise < 1 or args.retrain_every < 1:
@@ -251,7 +253,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     sys.path.insert(0, str(REPO))
-    from benchmarks.harness import postgres_create, postgres_drop
+    from benchmarks.harness import postgres_create, postgres_drop, redis_forget
     from classifier.ml.cards import file_sha256
     from classifier.ml.datasets import image_folder
 
@@ -283,7 +285,7 @@ def main(argv=None) -> int:
               file=sys.stderr, flush=True)
         from django.conf import settings
 
-        held_out_set = HeldOut(held, var / "embeddings", settings.DEFAULT_BACKBONE)
+        held_out_set = HeldOut(held, args.cache_dir or var / "embeddings", settings.DEFAULT_BACKBONE)
         curve = annotate({"truth": truth, "annotator": annotator}, args, queues, worker, held_out_set, started)
         result = summary(curve, args, len(truth), len(held), time.perf_counter() - started)
         svg_plot(curve, len(truth), args.plot)
@@ -303,6 +305,8 @@ def main(argv=None) -> int:
             connections.close_all()
         if pg_name:
             postgres_drop(args.database_url, pg_name)
+        if args.redis_url:
+            redis_forget(args.redis_url, suffix)
         if not args.keep:
             shutil.rmtree(var, ignore_errors=True)
         else:
