@@ -253,6 +253,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     sys.path.insert(0, str(REPO))
+    from animalsite import processes
     from benchmarks.harness import postgres_create, postgres_drop, redis_forget
     from classifier.ml.cards import file_sha256
     from classifier.ml.datasets import image_folder
@@ -274,12 +275,11 @@ def main(argv=None) -> int:
         django.setup()
         from django.core.management import call_command
 
-        from animalsite import processes
-
         call_command("migrate", verbosity=0)
         queues = [env["INFERENCE_QUEUE"], env["TRAINING_QUEUE"]]
         worker = processes.wait_ready(processes.start(processes.worker_command(queues, name="loop-bench"), env=env,
-                                                      log_path=var / "worker.log", name="worker"), timeout=300)
+                                                      log_path=var / "worker.log", name="worker"),
+                                      timeout=args.step_timeout)
         truth, annotator = upload_all(labelled, worker, args.step_timeout * 3)
         print(f"{len(truth)} uploads predicted, {time.perf_counter() - started:.0f} s; {len(held)} held out",
               file=sys.stderr, flush=True)
@@ -291,7 +291,7 @@ def main(argv=None) -> int:
         svg_plot(curve, len(truth), args.plot)
         print(json.dumps(result))
         return 0
-    except BenchmarkFailed as e:
+    except (BenchmarkFailed, processes.ProcessFailed) as e:
         print(f"FAILED: {e}", file=sys.stderr)
         if worker is not None:
             print(processes.tail(var / "worker.log", 60), file=sys.stderr)
