@@ -40,7 +40,8 @@ def test_it_writes_the_whole_network_and_its_card(finetune_run):
     out, _, _ = finetune_run
     card = ModelCard.load(out, verify=True)
     assert sorted(p.name for p in out.iterdir()) == ["card.json", "model.pt"]
-    assert card.kind == "finetune" and card.classes == CLASSES
+    # Every version serves "other" (issue 11): the network learns the classes, "other" is zero-shot's.
+    assert card.kind == "finetune" and card.classes == CLASSES + ("other",) and card.head_classes == CLASSES
     assert card.preprocessing.crop_size == FINETUNE_SIZE
     state = torch.load(out / "model.pt", weights_only=True)
     assert state["head.weight"].shape == (len(CLASSES), 1280)
