@@ -22,7 +22,7 @@ from .backbones import get_spec, load_backbone
 from .config import Outcome, Progress, ProgressEvent, TrainConfig
 from .datasets import TEST, TRAIN, VAL, ImageDataset, Item, snapshot_sha256, split_items
 from .embed import embed_items
-from .head import fit_head
+from .head import fit_recipe
 from .metrics import classification_metrics, softmax
 from .networks import ImageClassifier
 from .preprocessing import Preprocessing
@@ -331,7 +331,7 @@ def _init_head_from_probe(model: ImageClassifier, backbone, config: TrainConfig,
                           val_items: list[Item], classes: tuple[str, ...], preprocessing: Preprocessing,
                           progress: Progress):
     """LP-FT: fit the linear head exactly as head mode does (plain features of the backbone
-    with its ImageNet weights, the weight decay chosen on validation NLL) and start the
+    with its ImageNet weights, the weight decay chosen by cross-validation) and start the
     network's classifier from it, weights and bias as they are (temperature is fitted after
     training, on the final network, like for any other). A random head's large early gradients
     would otherwise distort the pretrained features before the head has learnt anything."""
@@ -340,10 +340,10 @@ def _init_head_from_probe(model: ImageClassifier, backbone, config: TrainConfig,
                            preprocessing=preprocessing,
                            progress=lambda done, total: progress(ProgressEvent("embed", done, total)))
     targets = np.array([classes.index(i.label) for i in train_items + val_items], dtype=int)
-    n = len(train_items)
     progress(ProgressEvent("fit", 0, 1))
-    head = fit_head(features[:n], targets[:n], features[n:], targets[n:], len(classes),
-                    grid=tuple(config.weight_decays))
+    # The recipe head mode fits (cross-validation over train and validation; no zero-shot prior,
+    # which the network's classifier cannot hold), so epoch 0 is head mode's probe.
+    head = fit_recipe(features, targets, len(classes), grid=tuple(config.weight_decays), seed=config.seed)
     with torch.no_grad():
         model.head.weight.copy_(head.layer.weight)
         model.head.bias.copy_(head.layer.bias)

@@ -214,7 +214,8 @@ def train_head(config: TrainConfig, items: list[Item], classes: tuple[str, ...],
     """Fits the recipe on the train and validation items of `classes` (the learned ones): its
     out-of-fold predictions stand in for validation. Scores every test item."""
     started = time.perf_counter()
-    fitting = [i for i in items if i.split in (TRAIN, VAL) and i.label in classes]
+    # Train then validation, as a fine-tune's linear probe orders them: the same folds, the same fit.
+    fitting = [i for i in split_items(items, TRAIN) + split_items(items, VAL) if i.label in classes]
     tests = split_items(items, TEST)
     features = embed_items(fitting + tests, backbone=config.backbone, tta=config.use_tta,
                            cache_dir=config.cache_dir, batch_size=config.batch_size, device=config.device,
