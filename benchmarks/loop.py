@@ -229,6 +229,16 @@ def summary(curve: list[dict], args, n_labels: int, n_held: int, seconds: float)
     }
 
 
+def split_data(args) -> tuple[list, list]:
+    """(held out, to upload): (path, class) pairs of DIR, split by a salted content hash."""
+    from classifier.ml.cards import file_sha256
+    from classifier.ml.datasets import image_folder
+
+    files = [(i.path, i.label.strip().lower()) for i in image_folder(args.data)]
+    held = [(p, label) for p, label in files if held_out(file_sha256(p), args.holdout)]
+    return held, [(p, label) for p, label in files if (p, label) not in set(held)]
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, type=Path, help="ImageFolder: class/photo.jpg")
@@ -255,13 +265,9 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(REPO))
     from animalsite import processes
     from benchmarks.harness import postgres_create, postgres_drop, redis_forget
-    from classifier.ml.cards import file_sha256
-    from classifier.ml.datasets import image_folder
 
     started = time.perf_counter()
-    files = [(i.path, i.label.strip().lower()) for i in image_folder(args.data)]
-    held = [(p, label) for p, label in files if held_out(file_sha256(p), args.holdout)]
-    labelled = [(p, label) for p, label in files if (p, label) not in set(held)]
+    held, labelled = split_data(args)
     var = Path(tempfile.mkdtemp(prefix="animalsite-loop-bench-"))
     suffix, worker, pg_name = secrets.token_hex(4), None, None
     try:
