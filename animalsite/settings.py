@@ -253,6 +253,9 @@ TRAINING_DEVICE = env_str("TRAINING_DEVICE", "auto")  # auto: cuda when present
 TRAINING_HEARTBEAT_TIMEOUT_S = env_int("TRAINING_HEARTBEAT_TIMEOUT_S", 600, minimum=2)
 PROMOTION_MAX_CLASS_DROP = env_float("PROMOTION_MAX_CLASS_DROP", 0.02, minimum=0.0, maximum=1.0)
 PROMOTION_MIN_TEST_IMAGES = env_int("PROMOTION_MIN_TEST_IMAGES", 10, minimum=1)
+# The gate's paired test: a challenger must be more accurate than the champion on the same test
+# images with a one-sided McNemar exact p below this (docs/loop.md); 1 turns the test off.
+PROMOTION_SIGNIFICANCE = env_float("PROMOTION_SIGNIFICANCE", 0.05, minimum=0.0, maximum=1.0)
 # A class needs this many test images before its own F1 drop can veto a promotion (see gate.py).
 PROMOTION_MIN_CLASS_SUPPORT = env_int("PROMOTION_MIN_CLASS_SUPPORT", 10, minimum=1)
 REPREDICT_CHUNK_SIZE = env_int("REPREDICT_CHUNK_SIZE", 64, minimum=1)

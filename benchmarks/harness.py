@@ -65,3 +65,14 @@ def redact(url: str) -> str:
     """url without its user, password, query and fragment."""
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc.rsplit("@", 1)[-1], parts.path, "", ""))
+
+
+def redis_forget(url: str, suffix: str) -> None:
+    """Deletes the keys of one run's queues (lists and bindings), nothing else."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=5)
+    keys = list(client.scan_iter(match=f"*{suffix}*"))
+    if keys:
+        client.delete(*keys)
+    client.close()

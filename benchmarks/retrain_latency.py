@@ -84,7 +84,15 @@ from pathlib import Path  # noqa: E402
 REPO = Path(_HERE).parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.harness import descendants, die_with_parent, postgres_create, postgres_drop, redact, tail  # noqa: E402
+from benchmarks.harness import (  # noqa: E402
+    descendants,
+    die_with_parent,
+    postgres_create,
+    postgres_drop,
+    redact,
+    redis_forget,
+    tail,
+)
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "caltech101-animals"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 # What a run's stage covers (classifier/training.py); the poll sees only the stages that last.
@@ -171,19 +179,6 @@ def cpu_seconds(pids: list[int]) -> tuple[float, float]:
         except (OSError, IndexError, ValueError):
             pass
     return busy / tick, ours / tick
-
-
-# --- throwaway database and broker ----------------------------------------------------------
-
-def redis_forget(url: str, suffix: str) -> None:
-    """Deletes the keys of this run's queues (lists and bindings), nothing else."""
-    import redis
-
-    client = redis.Redis.from_url(url, socket_timeout=5)
-    keys = list(client.scan_iter(match=f"*{suffix}*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
 
 
 # --- the benchmark --------------------------------------------------------------------------

@@ -17,8 +17,9 @@ from django.utils import timezone
 
 from . import enqueue, selectors
 from .errors import Conflict, Rejected
-from .ml.cards import ModelCard
+from .ml.cards import ModelCard, zero_shot_temperature
 from .ml.class_map import OTHER, default_mapping
+from .ml.coverage import coverage_loss
 from .models import ModelEvent, ModelVersion, Species
 
 logger = logging.getLogger(__name__)
@@ -75,7 +76,8 @@ def species_merge(*, source: Species, target: Species) -> Species:
 
 def zero_shot_card() -> ModelCard:
     class_map = {s.name: list(s.imagenet_classes) for s in Species.objects.filter(active=True)}
-    return ModelCard.zero_shot(backbone=settings.DEFAULT_BACKBONE, class_map=class_map)
+    return ModelCard.zero_shot(backbone=settings.DEFAULT_BACKBONE, class_map=class_map,
+                               temperature=zero_shot_temperature(settings.DEFAULT_BACKBONE))
 
 
 @transaction.atomic
@@ -135,12 +137,23 @@ def model_promote(*, version: ModelVersion, user=None, reason: str = "",
     return version
 
 
+def promotion_coverage_loss(version: ModelVersion) -> list[str]:
+    """The classes production serves that `version` would stop serving, sorted."""
+    current = selectors.production_model()
+    return coverage_loss(current.card, version.card) if current is not None else []
+
+
 def model_promote_by_hand(*, version: ModelVersion, user) -> ModelVersion:
+    """Staff may promote any version; one that serves fewer classes than production says which
+    in the reason (the confirmation on the page and the API's answer state it first)."""
     version.refresh_from_db()
     if version.status == ModelVersion.Status.PRODUCTION:
         raise Conflict(f"{version.name} is already in production.")
-    return model_promote(version=version, user=user, action=ModelEvent.Action.PROMOTED_BY_HAND,
-                         reason=f"promoted by hand by {user}")
+    lost = promotion_coverage_loss(version)
+    reason = f"promoted by hand by {user}"
+    if lost:
+        reason += f"; it stops serving {', '.join(lost)}, which the version it replaced served"
+    return model_promote(version=version, user=user, action=ModelEvent.Action.PROMOTED_BY_HAND, reason=reason)
 
 
 @transaction.atomic

@@ -6,6 +6,7 @@ from django.shortcuts import get_object_or_404, render
 from django_celery_beat.models import PeriodicTask
 
 from . import charts, selectors
+from .ml.coverage import LEARNED, NOT_SERVED, ZERO_SHOT, coverage_loss, serving_table
 from .models import Image, InferenceJob, ModelEvent, ModelVersion, TrainingRun
 
 
@@ -43,9 +44,13 @@ def healthz(request):
 @login_required
 @permission_required("classifier.train", raise_exception=True)
 def training_page(request):
+    production = selectors.production_model()
+    versions = list(ModelVersion.objects.select_related("parent", "snapshot")[:30])
+    for v in versions:  # what the promote button's confirmation names
+        v.coverage_loss = coverage_loss(production.card, v.card) if production else []
     ctx = {
-        "production": selectors.production_model(),
-        "versions": ModelVersion.objects.select_related("parent", "snapshot")[:30],
+        "production": production,
+        "versions": versions,
         "events": ModelEvent.objects.select_related("version", "previous", "user")[:15],
         "schedules": PeriodicTask.objects.filter(task__startswith="classifier.tasks.training").order_by("name"),
         "retrain_after": settings.RETRAIN_AFTER_LABELS,
@@ -59,11 +64,16 @@ def training_page(request):
 def version_page(request, version_id: int):
     version = get_object_or_404(ModelVersion.objects.select_related("parent", "snapshot"), id=version_id)
     test = version.metrics.get("test", {})
+    serving = serving_table(version.card)
     ctx = {
         "version": version,
+        "serving": serving,
+        "not_served": {c: s for c, s in serving.items() if s["how"] == NOT_SERVED},
+        "coverage": {how: sorted(c for c, s in serving.items() if s["how"] == how) for how in (LEARNED, ZERO_SHOT)},
         "run": TrainingRun.objects.filter(version=version).order_by("created", "id").first(),  # the one that trained it
         "test": test,
-        "per_class": [{"label": k, **v} for k, v in test.get("per_class", {}).items()],
+        "per_class": [{"label": k, **v, "how": serving.get(k, {}).get("how", NOT_SERVED)}
+                      for k, v in test.get("per_class", {}).items()],
         "confusion": charts.confusion_rows(test.get("classes", []), test.get("confusion_matrix", [])),
         "curves": charts.training_curves(version.kind, version.training.get("history", [])),
         "events": version.events.select_related("previous", "user"),

@@ -113,10 +113,12 @@ def version_detail(request, version_id: int):
 @api_view(["POST"])
 @permission_classes([CanTrain])
 def version_promote(request, version_id: int):
-    """Make this version production by hand (logged); the gate is not asked."""
-    version = registry.model_promote_by_hand(version=get_object_or_404(ModelVersion, id=version_id),
-                                             user=request.user)
-    return Response(VersionDetailSerializer(version).data)
+    """Make this version production by hand (logged); the gate is not asked. The answer's
+    coverage_lost lists the classes the replaced version served and this one does not."""
+    version = get_object_or_404(ModelVersion, id=version_id)
+    lost = registry.promotion_coverage_loss(version)
+    version = registry.model_promote_by_hand(version=version, user=request.user)
+    return Response(VersionDetailSerializer(version).data | {"coverage_lost": lost})
 
 
 @extend_schema(request=None, responses=VersionDetailSerializer)

@@ -23,6 +23,15 @@ KINDS = (KIND_ZERO_SHOT, KIND_HEAD, KIND_FINETUNE)
 WEIGHTS_FILES = {KIND_HEAD: "head.pt", KIND_FINETUNE: "model.pt"}
 CARD_FILE = "card.json"
 
+# The zero-shot temperature of each backbone, fitted once on the shared Caltech animals by
+# benchmarks/zero_shot_temperature.py (which prints it and the ECE before and after). A
+# backbone without an entry is served at T = 1.
+ZERO_SHOT_TEMPERATURES: dict[str, float] = {"efficientnet_lite0": 1.0748}
+
+
+def zero_shot_temperature(backbone: str) -> float:
+    return ZERO_SHOT_TEMPERATURES.get(backbone, 1.0)
+
 
 class ModelDirError(ValueError):
     """A model directory that is missing, incomplete or does not match its card's checksums."""
@@ -42,9 +51,18 @@ class ModelCard:
     backbone: str
     classes: tuple[str, ...]  # output order of the model, "other" included where it exists
     preprocessing: Preprocessing
-    imagenet_map: dict[str, list[int]] = field(default_factory=dict)  # zero_shot only
-    # Trained kinds only:
-    temperature: float = 1.0  # probabilities are softmax(logits / temperature)
+    # zero_shot: the mapping; trained kinds: the mapped classes their zero-shot part scores
+    imagenet_map: dict[str, list[int]] = field(default_factory=dict)
+    # Trained kinds: probabilities are softmax(logits / temperature). zero_shot: the scores'
+    # temperature, softmax(log q / temperature) (benchmarks/zero_shot_temperature.py fits it).
+    temperature: float = 1.0
+    # Trained kinds since every version serves every class (coverage.py, combine.py); empty on
+    # older cards, whose head outputs are `classes` themselves:
+    head_classes: tuple[str, ...] = ()  # the weights' outputs, in order (the learned classes)
+    served: dict[str, dict] = field(default_factory=dict)  # class -> {"how", "labels", "needs"}
+    zero_shot_temperature: float = 1.0
+    other_bias: float = 0.0  # added to log q(other) where "other" is not learned
+    prior_weight: float = 0.0  # of the zero-shot prior added to the head's logits (issue 15)
     tta: bool = False  # features are the mean over the image and its mirror
     files: dict[str, str] = field(default_factory=dict)  # file in the model dir -> its sha256
     metrics: dict = field(default_factory=dict)
@@ -54,13 +72,16 @@ class ModelCard:
         if self.kind not in KINDS:
             raise ValueError(f"Unknown model kind {self.kind!r}; choose one of: {', '.join(KINDS)}")
         get_spec(self.backbone)  # fails loudly, naming the valid backbones
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be positive, got {self.temperature}")
+        if not (self.temperature > 0 and self.zero_shot_temperature > 0):
+            raise ValueError(f"temperatures must be positive, got {self.temperature}, {self.zero_shot_temperature}")
+        if self.head_classes and (set(self.head_classes) - set(self.classes) or self.classes[-1:] != (OTHER,)):
+            raise ValueError(f"head classes {self.head_classes} must be among the classes {self.classes}, "
+                             f"which end with {OTHER!r}")
         if self.kind in WEIGHTS_FILES and WEIGHTS_FILES[self.kind] not in self.files:
             raise ValueError(f"a {self.kind} card must list its weights file {WEIGHTS_FILES[self.kind]} in files")
 
     @classmethod
-    def zero_shot(cls, *, backbone: str, class_map: dict[str, list[int]]) -> "ModelCard":
+    def zero_shot(cls, *, backbone: str, class_map: dict[str, list[int]], temperature: float = 1.0) -> "ModelCard":
         names = tuple(sorted(class_map))
         return cls(
             kind=KIND_ZERO_SHOT,
@@ -68,7 +89,13 @@ class ModelCard:
             classes=names + (OTHER,),
             preprocessing=get_spec(backbone).preprocessing,
             imagenet_map={name: sorted(int(i) for i in class_map[name]) for name in names},
+            temperature=temperature,
         )
+
+    @property
+    def combined(self) -> bool:
+        """A trained card whose classes go beyond its head's (zero-shot classes, "other")."""
+        return self.kind != KIND_ZERO_SHOT and bool(self.head_classes)
 
     @property
     def weights_file(self) -> str | None:
@@ -82,9 +109,21 @@ class ModelCard:
             "preprocessing": self.preprocessing.to_dict(),
         }
         if self.kind == KIND_ZERO_SHOT:
-            # Exactly the keys zero-shot cards always had: their hash names a version.
+            # Exactly the keys zero-shot cards always had (their hash names a version), and
+            # the temperature once there is one.
             data["imagenet_map"] = {k: list(v) for k, v in self.imagenet_map.items()}
+            if self.temperature != 1.0:
+                data["temperature"] = self.temperature
             return data
+        if self.combined:
+            data |= {
+                "head_classes": list(self.head_classes),
+                "served": self.served,
+                "imagenet_map": {k: list(v) for k, v in self.imagenet_map.items()},
+                "zero_shot_temperature": self.zero_shot_temperature,
+                "other_bias": self.other_bias,
+                "prior_weight": self.prior_weight,
+            }
         return data | {
             "temperature": self.temperature,
             "tta": self.tta,
@@ -102,6 +141,11 @@ class ModelCard:
             preprocessing=Preprocessing.from_dict(data["preprocessing"]),
             imagenet_map={k: list(v) for k, v in data.get("imagenet_map", {}).items()},
             temperature=float(data.get("temperature", 1.0)),
+            head_classes=tuple(data.get("head_classes", ())),
+            served=dict(data.get("served", {})),
+            zero_shot_temperature=float(data.get("zero_shot_temperature", 1.0)),
+            other_bias=float(data.get("other_bias", 0.0)),
+            prior_weight=float(data.get("prior_weight", 0.0)),
             tta=bool(data.get("tta", False)),
             files=dict(data.get("files", {})),
             metrics=data.get("metrics", {}),

@@ -35,11 +35,18 @@ class TrainConfig:
     weights_dir: Path | None = None  # where the backbone's ImageNet weights are
     test_fraction: float = DEFAULT_TEST_FRACTION
     val_fraction: float = DEFAULT_VAL_FRACTION
-    min_per_class: int = 5
+    min_per_class: int = 5  # labels a class needs to be learned; the others are served by zero-shot
+    # The project's classes and their ImageNet indices: those not learned keep their zero-shot
+    # score (coverage.py). None: the labels' own names, mapped with the shipped table.
+    class_map: dict[str, list[int]] | None = None
+    zero_shot_temperature: float | None = None  # None: the backbone's, fitted on Caltech (zero_shot_temperature)
     tta: bool | None = None  # flip-averaged features; None: on for head, off for finetune
     overwrite: bool = False
     # head
     weight_decays: tuple[float, ...] = WEIGHT_DECAY_GRID
+    # After the test split has scored the recipe, serve a head refitted on every label, test
+    # included. The app keeps it off: its gate scores the version on that test split.
+    refit_on_all: bool = False
     # finetune
     epochs: int = 30
     # None: chosen by init_head. From a random head, 1e-4, label smoothing 0.1 and strong
@@ -137,8 +144,14 @@ class Outcome:
     """What a mode hands back: everything else (metrics, card, files) is shared."""
     weights: dict[str, dict]
     preprocessing: Preprocessing
-    val_logits: np.ndarray
+    val_logits: np.ndarray  # the head's, for the val and test items the mode was given
     test_logits: np.ndarray
     history: list[dict]
     extra: dict
+    val_features: np.ndarray | None = None  # their pooled features: the zero-shot part scores them
+    test_features: np.ndarray | None = None
+    # Head mode: the images whose out-of-fold predictions stand in for validation (val_logits are
+    # theirs), and the zero-shot prior's weight chosen by cross-validation. None: the val split.
+    validation: list | None = None
+    prior_weight: float = 0.0
     training: dict = field(default_factory=dict)  # recorded in the card's training section

@@ -22,7 +22,7 @@ from .backbones import get_spec, load_backbone
 from .config import Outcome, Progress, ProgressEvent, TrainConfig
 from .datasets import TEST, TRAIN, VAL, ImageDataset, Item, snapshot_sha256, split_items
 from .embed import embed_items
-from .head import fit_head
+from .head import fit_recipe
 from .metrics import classification_metrics, softmax
 from .networks import ImageClassifier
 from .preprocessing import Preprocessing
@@ -108,8 +108,10 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, data_loader: DataLoader, device: torch.device, *,
-             amp_dtype: torch.dtype | None = None, tta: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(logits, targets) over data_loader, in its order; with tta, logits averaged with the mirror's."""
+             amp_dtype: torch.dtype | None = None, tta: bool = False, features: list | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """(logits, targets) over data_loader, in its order; with tta, logits averaged with the mirror's.
+    A `features` list gets the pooled features too (averaged likewise), one array per batch."""
     model.eval()
     all_logits, all_targets = [], []
     for images, targets in data_loader:
@@ -117,10 +119,13 @@ def evaluate(model: nn.Module, data_loader: DataLoader, device: torch.device, *,
         if device.type == "cuda":
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            _, logits = model(images)
+            pooled, logits = model(images)
             if tta:
-                logits = (logits + model(torch.flip(images, dims=[3]))[1]) / 2
+                flipped_pooled, flipped_logits = model(torch.flip(images, dims=[3]))
+                pooled, logits = (pooled + flipped_pooled) / 2, (logits + flipped_logits) / 2
         all_logits.append(logits.float().cpu())
+        if features is not None:
+            features.append(pooled.float().cpu().numpy())
         all_targets.append(targets)
     if not all_logits:
         return np.zeros((0, model.head.out_features), np.float32), np.zeros(0, int)
@@ -295,10 +300,11 @@ def _outcome(session: _Session, resumed_from: int, progress: Progress) -> Outcom
     config, model, state = session.config, session.model, session.state
     model.load_state_dict(state["best_model"])
     progress(ProgressEvent("evaluate", 0, 2))
+    val_features, test_features = [], []  # the zero-shot part of the served model scores them
     val_logits, _ = evaluate(model, session.loaders[VAL], session.device, amp_dtype=session.amp_dtype,
-                             tta=config.use_tta)
+                             tta=config.use_tta, features=val_features)
     test_logits, _ = evaluate(model, session.loaders[TEST], session.device, amp_dtype=session.amp_dtype,
-                              tta=config.use_tta)
+                              tta=config.use_tta, features=test_features)
     progress(ProgressEvent("evaluate", 2, 2))
     model = model.to("cpu", memory_format=torch.contiguous_format)
     ran = [row for row in state["history"] if row["epoch"] >= 1]
@@ -308,6 +314,7 @@ def _outcome(session: _Session, resumed_from: int, progress: Progress) -> Outcom
     return Outcome(
         weights={"model.pt": {k: v.contiguous() for k, v in model.state_dict().items()}},
         preprocessing=session.preprocessing, val_logits=val_logits, test_logits=test_logits,
+        val_features=_stacked(val_features), test_features=_stacked(test_features),
         history=state["history"], training=recipe,
         extra={**recipe, "epochs_run": len(ran), "resumed_from_epoch": resumed_from, "best_epoch": state["best_epoch"],
                "images_per_s": round(float(np.mean([r["images_per_s"] for r in ran])), 2) if ran else None,
@@ -316,11 +323,15 @@ def _outcome(session: _Session, resumed_from: int, progress: Progress) -> Outcom
     )
 
 
+def _stacked(batches: list) -> np.ndarray:
+    return np.concatenate(batches) if batches else np.zeros((0, 0), dtype=np.float32)
+
+
 def _init_head_from_probe(model: ImageClassifier, backbone, config: TrainConfig, train_items: list[Item],
                           val_items: list[Item], classes: tuple[str, ...], preprocessing: Preprocessing,
                           progress: Progress):
     """LP-FT: fit the linear head exactly as head mode does (plain features of the backbone
-    with its ImageNet weights, the weight decay chosen on validation NLL) and start the
+    with its ImageNet weights, the weight decay chosen by cross-validation) and start the
     network's classifier from it, weights and bias as they are (temperature is fitted after
     training, on the final network, like for any other). A random head's large early gradients
     would otherwise distort the pretrained features before the head has learnt anything."""
@@ -329,10 +340,10 @@ def _init_head_from_probe(model: ImageClassifier, backbone, config: TrainConfig,
                            preprocessing=preprocessing,
                            progress=lambda done, total: progress(ProgressEvent("embed", done, total)))
     targets = np.array([classes.index(i.label) for i in train_items + val_items], dtype=int)
-    n = len(train_items)
     progress(ProgressEvent("fit", 0, 1))
-    head = fit_head(features[:n], targets[:n], features[n:], targets[n:], len(classes),
-                    grid=tuple(config.weight_decays))
+    # The recipe head mode fits (cross-validation over train and validation; no zero-shot prior,
+    # which the network's classifier cannot hold), so epoch 0 is head mode's probe.
+    head = fit_recipe(features, targets, len(classes), grid=tuple(config.weight_decays), seed=config.seed)
     with torch.no_grad():
         model.head.weight.copy_(head.layer.weight)
         model.head.bias.copy_(head.layer.bias)

@@ -1,4 +1,10 @@
-"""A linear classifier on cached embeddings: full-batch L-BFGS, L2 strength chosen on validation.
+"""A linear classifier on cached embeddings: full-batch L-BFGS on standardised features.
+
+Head mode uses the recipe for small data (fit_recipe, issue 15): the weight decay and the weight
+of the zero-shot prior are chosen together by stratified cross-validation over every labelled
+training image (train and validation splits), and the served head is then fitted on all of
+them; temperature and the "other" bias are fitted on the out-of-fold predictions. fit_head
+(the weight decay chosen on a validation split) still starts a fine-tune from its linear probe.
 
 Features are standardised with the training mean and deviation while fitting, so one grid of
 weight decays suits every backbone; the scaling is then folded into the layer, so the saved
@@ -11,7 +17,8 @@ needs no conversion to serve.
 """
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -109,31 +116,137 @@ def fit_head(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y:
     return HeadFit(layer=layers[best], weight_decay=candidates[best].weight_decay, candidates=candidates)
 
 
+# --- the recipe for small data (issue 15) -------------------------------------------------------
+
+CV_FOLDS = 5
+# Cross-validation runs on a stratified sample of at most this many images (all of them below
+# it), with 3 folds and shorter fits above CV_LARGE: the choice matters with few labels and
+# hardly at all with thousands, and this keeps the whole fit within seconds for 10,000 images
+# (benchmarks/train_head.py). The served head is fitted on all of them, warm-started from a fold.
+CV_MAX_IMAGES = 1000
+CV_LARGE = 600
+CV_MAX_ITER = 100
+# Weights of the zero-shot prior tried (log p_head + weight * log q); 0 when it does not help.
+PRIOR_WEIGHTS = (0.0, 0.1, 0.25, 0.5, 1.0)
+
+
+@dataclass
+class RecipeFit:
+    layer: nn.Linear  # fitted on every image given, with the chosen weight decay
+    weight_decay: float
+    prior_weight: float
+    cv_index: np.ndarray  # the images cross-validation ran on
+    cv_logits: np.ndarray  # their out-of-fold logits (no prior) at the chosen weight decay
+    candidates: list[dict]
+
+
+def stratified_folds(y: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """A fold number per image; each class dealt round the folds from a random start."""
+    rng = np.random.default_rng(seed)
+    out = np.empty(len(y), dtype=int)
+    for label in np.unique(y):
+        members = rng.permutation(np.flatnonzero(y == label))
+        out[members] = (np.arange(len(members)) + rng.integers(folds)) % folds
+    return out
+
+
+def _cv_sample(y: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    if len(y) <= limit:
+        return np.arange(len(y))
+    rng = np.random.default_rng(seed)
+    keep = np.concatenate([rng.permutation(np.flatnonzero(y == c))[:max(1, round(limit * np.mean(y == c)))]
+                           for c in np.unique(y)])
+    return np.sort(keep)
+
+
+def _best_prior_weight(logits: np.ndarray, y: np.ndarray, prior: np.ndarray | None) -> tuple[float, float]:
+    """(CV NLL after temperature, prior weight) at one weight decay."""
+    from .metrics import fit_temperature
+
+    best = (float("inf"), 0.0)
+    for weight in PRIOR_WEIGHTS if prior is not None else (0.0,):
+        z = logits + weight * prior if weight else logits
+        nll = negative_log_likelihood(softmax(z, fit_temperature(z, y)), y)
+        best = min(best, (nll, weight))  # ties: the smaller weight
+    return best
+
+
+def fit_recipe(x: np.ndarray, y: np.ndarray, num_classes: int, *, prior: np.ndarray | None = None,
+               grid: tuple[float, ...] = WEIGHT_DECAY_GRID, folds: int = CV_FOLDS, seed: int = 0) -> RecipeFit:
+    """Standardised logistic regression with the weight decay and the zero-shot prior's weight
+    chosen together by stratified cross-validation over every image given (NLL after temperature
+    scaling of the out-of-fold predictions); then one fit on all of them."""
+    index = _cv_sample(y, CV_MAX_IMAGES, seed)
+    cx, cy = x[index], y[index]
+    cprior = prior[index] if prior is not None else None
+    large = len(cy) > CV_LARGE
+    fold = stratified_folds(cy, max(2, min(3 if large else folds, int(np.bincount(cy).max()))), seed)
+    layers: dict[int, nn.Linear | None] = dict.fromkeys(np.unique(fold))
+    candidates, oof_by_wd, first_fold, best = [], {}, {}, None
+    for wd in sorted(grid, reverse=True):  # strongest first: each fold warm-starts from its last fit
+        oof = np.zeros((len(cy), num_classes), dtype=np.float32)
+        for f in layers:
+            inside = fold != f
+            layers[f] = fit_linear(cx[inside], cy[inside], num_classes, weight_decay=wd, init=layers[f],
+                                   max_iter=CV_MAX_ITER // 2 if large else CV_MAX_ITER)
+            oof[~inside] = linear_logits(layers[f], cx[~inside])
+        nll, weight = _best_prior_weight(oof, cy, cprior)
+        candidates.append({"weight_decay": wd, "cv_nll": nll, "prior_weight": weight,
+                           "cv_accuracy": float((oof.argmax(1) == cy).mean())})
+        oof_by_wd[wd], first_fold[wd] = oof, layers[min(layers)]
+        if best is None or nll < candidates[best]["cv_nll"]:
+            best = len(candidates) - 1
+        elif len(candidates) - 1 - best >= PATIENCE:
+            break
+    chosen = candidates[best]
+    layer = fit_linear(x, y, num_classes, weight_decay=chosen["weight_decay"], init=first_fold[chosen["weight_decay"]])
+    return RecipeFit(layer=layer, weight_decay=chosen["weight_decay"], prior_weight=chosen["prior_weight"],
+                     cv_index=index, cv_logits=oof_by_wd[chosen["weight_decay"]], candidates=candidates)
+
+
 # --- head mode of the trainer ------------------------------------------------------------------
 
+Prior = Callable[[np.ndarray], np.ndarray]  # pooled features -> log zero-shot prior per head class
 
-def train_head(config: TrainConfig, items: list[Item], classes: tuple[str, ...], progress: Progress) -> Outcome:
+
+def train_head(config: TrainConfig, items: list[Item], classes: tuple[str, ...], progress: Progress,
+               prior: Prior | None = None) -> Outcome:
+    """Fits the recipe on the train and validation items of `classes` (the learned ones): its
+    out-of-fold predictions stand in for validation. Scores every test item."""
     started = time.perf_counter()
-    ordered = split_items(items, TRAIN) + split_items(items, VAL) + split_items(items, TEST)
-    features = embed_items(ordered, backbone=config.backbone, tta=config.use_tta, cache_dir=config.cache_dir,
-                           batch_size=config.batch_size, device=config.device, weights_dir=config.weights_dir,
+    # Train then validation, as a fine-tune's linear probe orders them: the same folds, the same fit.
+    fitting = [i for i in split_items(items, TRAIN) + split_items(items, VAL) if i.label in classes]
+    tests = split_items(items, TEST)
+    features = embed_items(fitting + tests, backbone=config.backbone, tta=config.use_tta,
+                           cache_dir=config.cache_dir, batch_size=config.batch_size, device=config.device,
+                           weights_dir=config.weights_dir,
                            progress=lambda done, total: progress(ProgressEvent("embed", done, total)))
     embed_seconds = time.perf_counter() - started
-    n_train, n_val = len(split_items(items, TRAIN)), len(split_items(items, VAL))
-    x = {TRAIN: features[:n_train], VAL: features[n_train:n_train + n_val], TEST: features[n_train + n_val:]}
-    y = {split: np.array([classes.index(i.label) for i in split_items(items, split)], dtype=int) for split in x}
+    x, test_x = features[:len(fitting)], features[len(fitting):]
+    y = np.array([classes.index(i.label) for i in fitting], dtype=int)
 
     started = time.perf_counter()
     progress(ProgressEvent("fit", 0, 1))
-    head = fit_head(x[TRAIN], y[TRAIN], x[VAL], y[VAL], len(classes), grid=tuple(config.weight_decays))
+    fit = fit_recipe(x, y, len(classes), prior=prior(x) if prior else None, grid=tuple(config.weight_decays),
+                     seed=config.seed)
+    served = fit.layer
+    if config.refit_on_all:
+        # The test split has scored the recipe (test_logits below are the fit's); the served head
+        # is then fitted with the same settings on every label of the learned classes.
+        known = np.array([i.label in classes for i in tests], dtype=bool)
+        all_y = np.concatenate([y, [classes.index(i.label) for i in tests if i.label in classes]]).astype(int)
+        served = fit_linear(np.concatenate([x, test_x[known]]), all_y, len(classes), weight_decay=fit.weight_decay)
     fit_seconds = time.perf_counter() - started
-    progress(ProgressEvent("fit", 1, 1, metrics={"weight_decay": head.weight_decay}))
+    progress(ProgressEvent("fit", 1, 1, metrics={"weight_decay": fit.weight_decay, "prior_weight": fit.prior_weight}))
     return Outcome(
-        weights={"head.pt": head.layer.state_dict()},
+        weights={"head.pt": served.state_dict()},
         preprocessing=get_spec(config.backbone).preprocessing,
-        val_logits=linear_logits(head.layer, x[VAL]),
-        test_logits=linear_logits(head.layer, x[TEST]),
-        history=[asdict(c) for c in head.candidates],
-        extra={"weight_decay": head.weight_decay, "embed_seconds": round(embed_seconds, 2),
-               "fit_seconds": round(fit_seconds, 3)},
+        val_logits=fit.cv_logits, test_logits=linear_logits(fit.layer, test_x),
+        val_features=x[fit.cv_index], test_features=test_x,
+        history=fit.candidates,
+        extra={"weight_decay": fit.weight_decay, "prior_weight": fit.prior_weight, "n_fit": len(fitting),
+               "refit_on_all": len(all_y) if config.refit_on_all else 0,
+               "cv_images": len(fit.cv_index),
+               "embed_seconds": round(embed_seconds, 2), "fit_seconds": round(fit_seconds, 3)},
+        validation=[fitting[i] for i in fit.cv_index], prior_weight=fit.prior_weight,
     )

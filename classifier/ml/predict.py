@@ -39,10 +39,10 @@ from .cards import (  # noqa: F401 (re-exported: cards were defined here first)
     ModelDirError,
     file_sha256,
 )
+from .combine import CombinedHead, TemperedZeroShot
 from .embed import backbone_features
 from .images import image_files
 from .networks import ImageClassifier
-from .zero_shot import ZeroShotHead
 
 
 @dataclass(frozen=True)
@@ -83,19 +83,25 @@ class Predictor:
             card.verify_files(model_dir)
         self.backbone = load_backbone(card.backbone, weights_dir=weights_dir)
         if card.kind == KIND_ZERO_SHOT:
-            self.head = ZeroShotHead(card.classes[:-1], card.imagenet_map)
+            self.head = TemperedZeroShot(card.classes[:-1], card.imagenet_map, card.temperature)
         else:
             state = torch.load(Path(model_dir) / card.weights_file, map_location="cpu", weights_only=True)
             spec = get_spec(card.backbone)
+            outputs = len(card.head_classes or card.classes)
             if card.kind == KIND_HEAD:
-                self.head = nn.Linear(spec.feature_dim, len(card.classes))
+                self.head = nn.Linear(spec.feature_dim, outputs)
                 self.head.load_state_dict(state)
             else:
                 # Loading into a classifier built around the backbone's trunk replaces the
                 # trunk's ImageNet weights with the fine-tuned ones in place.
-                network = ImageClassifier(self.backbone.trunk, spec.feature_dim, len(card.classes))
+                network = ImageClassifier(self.backbone.trunk, spec.feature_dim, outputs)
                 network.load_state_dict(state)
                 self.head = network.head
+            if card.combined:
+                self.head = CombinedHead(self.head, classes=card.classes, head_classes=card.head_classes,
+                                         imagenet_map=card.imagenet_map, temperature=card.temperature,
+                                         zero_shot_temperature=card.zero_shot_temperature,
+                                         other_bias=card.other_bias, prior_weight=card.prior_weight)
         self.backbone = self.backbone.to(self.device).eval()
         if self.device.type == "cuda":
             self.backbone = self.backbone.to(memory_format=torch.channels_last)
@@ -118,10 +124,12 @@ class Predictor:
         return self.backend
 
     def _probabilities(self, features: torch.Tensor, imagenet_logits: torch.Tensor | None) -> torch.Tensor:
-        if self.card.kind == KIND_ZERO_SHOT:
-            if imagenet_logits is None:
+        if self.card.kind == KIND_ZERO_SHOT or self.card.combined:
+            if imagenet_logits is None:  # stored features: the ImageNet head is all the zero-shot part needs
                 imagenet_logits = self.backbone.imagenet_head(features)
-            return self.head(imagenet_logits)
+            if self.card.kind == KIND_ZERO_SHOT:
+                return self.head(imagenet_logits)
+            return self.head(features, imagenet_logits)
         return torch.softmax(self.head(features.float()) / self.card.temperature, dim=1)
 
     def predict(self, images: Sequence[Image.Image], *, top_k: int = 5) -> list[PredictionResult]:

@@ -2,6 +2,11 @@
 
     python -m classifier.ml.train --data DIR --out MODEL_DIR [--mode head|finetune] [--backbone NAME]
         [--epochs N] [--seed S] [--batch-size B] [--cache-dir D] [--test-fraction F] [--device cpu|cuda]
+        [--min-per-class N] [--class-map CLASSES.json]
+
+Every version serves every class (classifier/ml/coverage.py): the classes with --min-per-class
+images are learned, the project's other classes with an ImageNet mapping keep their zero-shot
+scores, and "other" is always served; the card says how each class is served.
 
 The images are split by a hash of their content (see datasets.py): test is held out for the
 final figures only, validation (carved out of train) chooses the head's weight decay, stops
@@ -43,16 +48,13 @@ from .datasets import (
     Item,
     TooFewImages,
     assign_splits,
-    check_min_per_class,
-    check_training_splits,
-    class_names,
     image_folder,
     snapshot_sha256,
     split_items,
 )
 from .finetune import train_finetune
 from .head import train_head
-from .metrics import classification_metrics, fit_temperature, softmax
+from .scoring import class_map_of, class_plan, prior_function, score, served_map, served_summary
 
 __all__ = ["TrainConfig", "ProgressEvent", "TrainResult", "fit", "main"]
 
@@ -64,15 +66,11 @@ def seed_everything(seed: int) -> None:
 
 
 def prepare_items(config: TrainConfig) -> list[Item]:
+    """Every labelled image with its split; classes below the minimum stay (scoring.class_plan)."""
     raw = image_folder(config.data_dir) if config.data_dir is not None else [
         item if isinstance(item, Item) else Item(*item) for item in config.items
     ]
-    check_min_per_class(raw, config.min_per_class)
-    items = assign_splits(raw, test_fraction=config.test_fraction, val_fraction=config.val_fraction)
-    check_training_splits(items, class_names(items))
-    if not split_items(items, VAL):
-        raise TooFewImages("The validation split is empty; add images or raise the validation fraction")
-    return items
+    return assign_splits(raw, test_fraction=config.test_fraction, val_fraction=config.val_fraction)
 
 
 def hardware(device: str) -> dict:
@@ -91,38 +89,39 @@ def fit(config: TrainConfig, *, progress: Progress | None = None) -> TrainResult
                               "(choose a new output folder, or pass overwrite)")
     seed_everything(config.seed)
     items = prepare_items(config)
-    classes = class_names(items)
-    targets = {split: np.array([classes.index(i.label) for i in split_items(items, split)], dtype=int)
-               for split in (TRAIN, VAL, TEST)}
-    train_mode = train_head if config.mode == KIND_HEAD else train_finetune
-    outcome = train_mode(config, items, classes, progress)
-
-    temperature = fit_temperature(outcome.val_logits, targets[VAL])
-    val = classification_metrics(softmax(outcome.val_logits, temperature), targets[VAL], classes)
-    test_before = classification_metrics(softmax(outcome.test_logits), targets[TEST], classes)
-    test = classification_metrics(softmax(outcome.test_logits, temperature), targets[TEST], classes)
+    class_map = class_map_of(config, items)
+    plan = class_plan(config, items, class_map)
+    learned_items = [i for i in items if i.label in plan.learned]
+    if config.mode != KIND_HEAD and not split_items(learned_items, VAL):
+        # A head cross-validates over train and validation together; a fine-tune stops early on validation.
+        raise TooFewImages("The validation split is empty; add images or raise the validation fraction")
+    # A head scores every labelled image; a fine-tune's loaders know only the classes it learns.
+    evaluated = items if config.mode == KIND_HEAD else learned_items
+    if config.mode == KIND_HEAD:
+        outcome = train_head(config, items, plan.learned, progress, prior=prior_function(config, plan, class_map))
+    else:
+        outcome = train_finetune(config, learned_items, plan.learned, progress)
+    validation = outcome.validation if outcome.validation is not None else split_items(evaluated, VAL)
+    scores = score(config, plan, class_map, outcome, validation, split_items(evaluated, TEST))
     seconds = time.perf_counter() - started
-    counts = {f"n_{split}": len(targets[split]) for split in (TRAIN, VAL, TEST)}
-    summary = {
-        "mode": config.mode, "backbone": config.backbone,
-        "accuracy": round(test.accuracy, 4), "macro_f1": round(test.macro_f1, 4),
-        "ece_before": round(test_before.ece, 4), "ece_after": round(test.ece, 4),
-        "nll_before": round(test_before.nll, 4), "nll_after": round(test.nll, 4),
-        "temperature": round(temperature, 4),
-        "val_accuracy": round(val.accuracy, 4), "val_macro_f1": round(val.macro_f1, 4),
-        **counts, "classes": len(classes), "tta": config.use_tta, "seed": config.seed,
-        **outcome.extra, "seconds": round(seconds, 2), "model_dir": str(config.out),
-    }
+    counts = {f"n_{split}": len(split_items(evaluated, split)) for split in (TRAIN, VAL, TEST)}
+    summary = _summary(config, plan, scores, outcome, counts, seconds)
     card = ModelCard(
         kind=config.mode,
         backbone=config.backbone,
-        classes=classes,
+        classes=plan.classes,
         preprocessing=outcome.preprocessing,
-        temperature=temperature,
+        imagenet_map=served_map(plan, class_map),
+        temperature=scores.temperature,
+        head_classes=plan.learned,
+        served=plan.served,
+        zero_shot_temperature=scores.zero_shot_temperature,
+        other_bias=scores.other_bias,
+        prior_weight=scores.prior_weight,
         tta=config.use_tta,
         files={name: "" for name in outcome.weights},  # write_model_dir fills in the checksums
-        metrics={"test": test.to_dict(), "val": val.to_dict(), "test_before_temperature": test_before.to_dict(),
-                 "summary": summary},
+        metrics={"test": scores.test.to_dict(), "val": scores.val.to_dict(),
+                 "test_before_temperature": scores.test_before.to_dict(), "summary": summary},
         training={
             "config": config.to_dict(), "seed": config.seed, **counts, "n_images": len(items),
             "snapshot_sha256": snapshot_sha256(items), "hardware": hardware(config.device),
@@ -134,6 +133,22 @@ def fit(config: TrainConfig, *, progress: Progress | None = None) -> TrainResult
     card = write_model_dir(config.out, card, outcome.weights, overwrite=config.overwrite)
     progress(ProgressEvent("write", 1, 1))
     return TrainResult(model_dir=config.out, card=card, summary=summary, history=outcome.history)
+
+
+def _summary(config: TrainConfig, plan, scores, outcome, counts: dict, seconds: float) -> dict:
+    test, before, val = scores.test, scores.test_before, scores.val
+    return {
+        "mode": config.mode, "backbone": config.backbone,
+        "accuracy": round(test.accuracy, 4), "macro_f1": round(test.macro_f1, 4),
+        "ece_before": round(before.ece, 4), "ece_after": round(test.ece, 4),
+        "nll_before": round(before.nll, 4), "nll_after": round(test.nll, 4),
+        "temperature": round(scores.temperature, 4), "other_bias": round(scores.other_bias, 4),
+        "prior_weight": scores.prior_weight,
+        "zero_shot_temperature": round(scores.zero_shot_temperature, 4),
+        "val_accuracy": round(val.accuracy, 4), "val_macro_f1": round(val.macro_f1, 4),
+        **counts, "classes": len(plan.classes), "served": served_summary(plan), "tta": config.use_tta,
+        "seed": config.seed, **outcome.extra, "seconds": round(seconds, 2), "model_dir": str(config.out),
+    }
 
 
 # --- command line ---------------------------------------------------------------------------
@@ -167,7 +182,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--weights-dir", type=Path, default=None, help="where the backbone's ImageNet weights are")
     parser.add_argument("--test-fraction", type=float, default=DEFAULT_TEST_FRACTION)
     parser.add_argument("--val-fraction", type=float, default=DEFAULT_VAL_FRACTION)
-    parser.add_argument("--min-per-class", type=int, default=TrainConfig.min_per_class)
+    parser.add_argument("--min-per-class", type=int, default=TrainConfig.min_per_class,
+                        help="labels a class needs to be learned; the rest keep their zero-shot scores")
+    parser.add_argument("--class-map", type=Path, default=None,
+                        help="JSON {class: [ImageNet indices]}: the project's classes; those the data does not "
+                             "teach keep their zero-shot scores (default: the folder names, mapped by the shipped "
+                             "table)")
+    parser.add_argument("--refit-all", action=argparse.BooleanOptionalAction, default=True,
+                        help="head: after scoring the recipe on the test split, serve a head refitted on every "
+                             "image (default: on; the metrics then describe the recipe, not the refitted head)")
+    parser.add_argument("--zero-shot-temperature", type=float, default=None,
+                        help="default: the backbone's, fitted on the Caltech animals")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                         help="flip-averaged features (default: on for head, off for finetune)")
@@ -199,6 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             out=args.out, data_dir=args.data, mode=args.mode, backbone=args.backbone, seed=args.seed,
             device=args.device, batch_size=args.batch_size, cache_dir=args.cache_dir, weights_dir=args.weights_dir,
             test_fraction=args.test_fraction, val_fraction=args.val_fraction, min_per_class=args.min_per_class,
+            class_map=json.loads(args.class_map.read_text()) if args.class_map else None,
+            zero_shot_temperature=args.zero_shot_temperature, refit_on_all=args.refit_all,
             tta=args.tta, overwrite=args.overwrite, epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay,
             label_smoothing=args.label_smoothing, augment=args.augment, freeze_norm_stats=args.freeze_norm_stats,
             warmup_epochs=args.warmup_epochs, patience=args.patience,

@@ -1,5 +1,9 @@
 """The promotion gate in the registry: a trained version replaces the champion only if it beats
-it on the same test images (classifier.ml.gate holds the rule)."""
+it on the same test images, beyond what they can tell apart, and serves every class the
+champion serves (classifier.ml.gate holds the rule).
+
+The test images are the challenger's snapshot's test split, which holds every ground-truth
+label: classes below the training minimum and "other" included."""
 
 import logging
 
@@ -7,6 +11,7 @@ from django.conf import settings
 
 from .. import registry, selectors
 from ..ml import gate
+from ..ml.coverage import served_classes
 from ..ml.datasets import TEST
 from ..models import ModelEvent, ModelVersion
 from ..predictions import predicted_labels
@@ -23,7 +28,10 @@ def gate_evaluate(*, challenger: ModelVersion, champion: ModelVersion | None = N
     champion_labels = predicted_labels(champion, ids) if champion else [""] * len(ids)
     return gate.compare(truth, champion_labels, challenger_labels, max_class_drop=settings.PROMOTION_MAX_CLASS_DROP,
                         min_images=settings.PROMOTION_MIN_TEST_IMAGES,
-                        min_class_support=settings.PROMOTION_MIN_CLASS_SUPPORT)
+                        min_class_support=settings.PROMOTION_MIN_CLASS_SUPPORT,
+                        significance=settings.PROMOTION_SIGNIFICANCE if settings.PROMOTION_SIGNIFICANCE < 1 else None,
+                        champion_serves=served_classes(champion.card) if champion else None,
+                        challenger_serves=served_classes(challenger.card))
 
 
 def gate_and_promote(version: ModelVersion) -> None:

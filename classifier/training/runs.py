@@ -35,7 +35,7 @@ from ..models import Embedding, Image, ModelVersion, TrainingRun
 from ..storage import local_path
 from .gate import gate_and_promote
 from .progress import Cancelled, Reporter
-from .snapshots import TrainingRefused, snapshot_create, snapshot_items, training_check
+from .snapshots import TrainingRefused, project_class_map, snapshot_create, training_check
 
 # The trainer and the embedding cache (torch) are imported where training runs: the web never trains.
 
@@ -86,7 +86,7 @@ def training_request(*, mode: str, trigger: str, user=None, options: dict | None
     if joined is not None:
         return joined
     try:
-        training_check()  # refuse now, with the reason, rather than queue a run that must fail
+        training_check(mode)  # refuse now, with the reason, rather than queue a run that must fail
     except TrainingRefused as e:
         _outcome_row(mode=mode, trigger=trigger, user=user, options=options, status=TrainingRun.Status.REFUSED,
                      outcome=f"refused: {e}")
@@ -101,7 +101,7 @@ def training_automatic(*, mode: str, trigger: str) -> TrainingRun:
     if joined is not None:
         return joined
     try:
-        items, _, _ = snapshot_items()
+        items = training_check(mode)
     except TrainingRefused as e:
         return _outcome_row(mode=mode, trigger=trigger, status=TrainingRun.Status.REFUSED, outcome=f"refused: {e}")
     last = (TrainingRun.objects.filter(mode=mode, status=TrainingRun.Status.SUCCEEDED, snapshot__isnull=False)
@@ -295,6 +295,8 @@ def _chosen(run: TrainingRun, defaults) -> dict:
         "patience": run.options.get("patience", defaults.patience),
         "tta": settings.TRAINING_HEAD_TTA if run.mode == KIND_HEAD else False,
         "min_per_class": settings.TRAINING_MIN_PER_CLASS,
+        # The project's classes and ImageNet mappings: the classes a version serves by zero-shot.
+        "class_map": project_class_map(),
     }
 
 

@@ -12,19 +12,10 @@ from django.db import IntegrityError, transaction
 from django.utils.module_loading import import_string
 
 from ..errors import Rejected
-from ..ml.class_map import OTHER
-from ..ml.datasets import (
-    TEST,
-    TRAIN,
-    VAL,
-    Item,
-    TooFewImages,
-    check_training_splits,
-    snapshot_sha256,
-    stable_split,
-    validation_split,
-)
-from ..models import DatasetSnapshot, Image
+from ..ml.cards import KIND_HEAD
+from ..ml.coverage import LEARNED, ZERO_SHOT, ClassPlan, plan_classes
+from ..ml.datasets import TEST, TRAIN, VAL, Item, snapshot_sha256, stable_split, validation_split
+from ..models import DatasetSnapshot, Image, Species
 
 
 class TrainingRefused(Rejected):
@@ -36,45 +27,55 @@ def training_labels() -> dict[int, str]:
     return import_string(settings.TRAINING_LABELS_SOURCE)()
 
 
+def class_plan(items: list[Item], class_map: dict[str, list[int]]) -> ClassPlan:
+    """Which classes a run on these items learns, serves by zero-shot, or does not serve yet."""
+    return plan_classes(((i.label, i.split) for i in items), class_map=class_map,
+                        min_per_class=settings.TRAINING_MIN_PER_CLASS)
+
+
 def snapshot_items() -> tuple[list[Item], dict[str, int], dict[str, str]]:
-    """Today's labelled images as split items (path not yet resolved), image ids by content hash,
-    and the classes left out; raises TrainingRefused with the reason when training cannot start."""
+    """Every ground-truth label as a split item (path not yet resolved), image ids by content
+    hash, and the classes the run will not learn (with why); raises TrainingRefused when no
+    useful version can come of them.
+
+    Every label stays in the snapshot, the rare classes' and "other"'s too, so the test split the
+    gate scores is complete; a class below the minimum is served by its zero-shot score (or not
+    yet) instead of refusing the run.
+    """
     labels = training_labels()
     minimum = settings.TRAINING_MIN_PER_CLASS
-    counts = Counter(labels.values())
-    excluded = {}
-    if counts.get(OTHER, 0) < minimum and OTHER in counts:
-        # "Not an animal" is optional: too few of them leave the class out, not the training.
-        excluded[OTHER] = f"{counts[OTHER]} labelled images; a class needs {minimum}"
-    short = {label: n for label, n in sorted(counts.items()) if n < minimum and label not in excluded}
-    if short:
-        listed = ", ".join(f"{label} ({n})" for label, n in short.items())
-        raise TrainingRefused(f"Every class needs at least {minimum} labelled images to train; too few in: {listed}")
-    if len(set(counts) - set(excluded)) < 2:
-        raise TrainingRefused(f"Training needs at least two classes with {minimum} labelled images each; "
-                              f"labelled so far: {dict(counts) or 'nothing'}")
     items, ids = [], {}
     for image_id, sha in Image.objects.filter(id__in=list(labels)).values_list("id", "sha256"):
-        label = labels[image_id]
-        if label in excluded:
-            continue
         split = stable_split(sha, test_fraction=settings.TRAINING_TEST_FRACTION)
         if split == TRAIN:
             split = validation_split(sha, val_fraction=settings.TRAINING_VAL_FRACTION)
-        items.append(Item(path=Path(sha), label=label, split=split, sha256=sha))
+        items.append(Item(path=Path(sha), label=labels[image_id], split=split, sha256=sha))
         ids[sha] = image_id
-    try:
-        check_training_splits(items, sorted({i.label for i in items}))
-    except TooFewImages as e:
-        raise TrainingRefused(str(e)) from None
-    if not any(i.split == VAL for i in items):
-        raise TrainingRefused("No labelled image falls in the validation split yet; label a few more.")
+    plan = class_plan(items, project_class_map())
+    counts = dict(sorted(Counter(labels.values()).items())) or "nothing"
+    if len(plan.learned) < 2:
+        raise TrainingRefused(f"Training needs at least two classes with {minimum} labelled images each (one of "
+                              f"them in the training split); labelled so far: {counts}. Until then the zero-shot "
+                              "version serves.")
+    excluded = {c: f"{s['labels']} labelled images; a class needs {minimum} to be learned: " + (
+        "served by its zero-shot score" if s["how"] == ZERO_SHOT else f"not served yet, needs {s['needs']} more")
+        for c, s in plan.served.items() if s["how"] != LEARNED and s["labels"]}
     return items, ids, excluded
 
 
-def training_check() -> None:
-    """Raises TrainingRefused if today's labels cannot be trained on."""
-    snapshot_items()
+def project_class_map() -> dict[str, list[int]]:
+    """The active classes and their ImageNet indices: what a version serves beside what it learns."""
+    return {s.name: list(s.imagenet_classes) for s in Species.objects.filter(active=True)}
+
+
+def training_check(mode: str = KIND_HEAD) -> list[Item]:
+    """Today's snapshot items; TrainingRefused if they cannot be trained on in this mode. A head
+    cross-validates over train and validation together; a fine-tune stops early on validation,
+    so it needs validation images of the classes it learns."""
+    items, _, excluded = snapshot_items()
+    if mode != KIND_HEAD and not any(i.split == VAL and i.label not in excluded for i in items):
+        raise TrainingRefused("No labelled image falls in the validation split yet; label a few more.")
+    return items
 
 
 def snapshot_create() -> DatasetSnapshot:

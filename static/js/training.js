@@ -98,8 +98,12 @@ document.getElementById("rollback").addEventListener("click", async () => {
 
 for (const button of document.querySelectorAll("button.promote")) {
   button.addEventListener("click", async () => {
+    // A version that serves fewer classes than production says which before it replaces it.
+    const loses = button.dataset.loses;
+    if (loses && !confirm(`This version does not serve ${loses}, which production serves. Promote it anyway?`)) return;
     const r = await post(`/api/models/${button.dataset.id}/promote/`);
-    message.textContent = r.ok ? `${r.data.name} is in production.` : r.data.detail;
+    const lost = r.ok && r.data.coverage_lost.length ? ` It no longer serves: ${r.data.coverage_lost.join(", ")}.` : "";
+    message.textContent = r.ok ? `${r.data.name} is in production.${lost}` : r.data.detail;
     if (r.ok) location.reload();
   });
 }

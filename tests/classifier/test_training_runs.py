@@ -19,6 +19,9 @@ def dataset(models_root, label_images):
     return label_images({"cat": 15, "dog": 15, "llama": 15})
 
 
+SERVED = ["cat", "dalmatian", "dog", "flamingo", "llama", "starfish", "other"]
+
+
 def run_head(**kw) -> TrainingRun:
     run = runs.training_request(mode="head", trigger=TrainingRun.Trigger.MANUAL, **kw)
     return runs.training_execute(run_id=run.id)
@@ -29,12 +32,15 @@ def test_a_head_run_registers_a_version_that_beats_zero_shot_and_is_promoted(dat
 
     assert run.status == TrainingRun.Status.SUCCEEDED, run.error
     version = run.version
-    assert version.kind == "head" and version.classes == ["cat", "dog", "llama"]
+    # Every version serves every class production serves (issue 11): the labelled three are learned,
+    # the project's other classes keep their zero-shot scores, and "other" is served.
+    assert version.kind == "head" and version.classes == SERVED
+    assert version.card["head_classes"] == ["cat", "dog", "llama"]
     assert version.status == ModelVersion.Status.PRODUCTION, version.status_reason
     assert version.parent == species and version.snapshot == run.snapshot
     # The folder is complete and its card is the registered one.
     folder = Path(registry_root()) / version.model_dir
-    assert json.loads((folder / CARD_FILE).read_text())["classes"] == ["cat", "dog", "llama"]
+    assert json.loads((folder / CARD_FILE).read_text())["classes"] == SERVED
     assert version.card["training"]["snapshot_sha256"] == run.snapshot.sha256
     assert version.metrics["summary"]["accuracy"] == 1.0
     assert version.gate["promote"] is True and version.gate["champion"] == species.name

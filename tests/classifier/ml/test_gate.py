@@ -89,3 +89,29 @@ def test_a_class_with_enough_test_images_still_vetoes():
     challenger = with_errors({"cat": 2})
     result = compare(TRUTH, champion, challenger, max_class_drop=0.02, min_class_support=10)
     assert not result.promote and "cat" in result.reason
+
+
+def test_it_refuses_a_challenger_that_stops_serving_a_class_whatever_its_scores():
+    result = compare(TRUTH, with_errors({"cat": 5, "dog": 5}), TRUTH, champion_serves={"cat", "dog", "emu", "other"},
+                     challenger_serves={"cat", "dog", "other"})
+    assert result.challenger_macro_f1 > result.champion_macro_f1
+    assert not result.promote and result.coverage_lost == ["emu"]
+    assert "stop serving emu" in result.reason
+
+
+def test_it_scores_every_class_in_the_truth_however_few_its_images():
+    truth = TRUTH + ["okapi"]  # one label: below any training minimum, still scored
+    result = compare(truth, with_errors({}) + ["other"], with_errors({}) + ["okapi"])
+    assert [c.label for c in result.per_class] == ["cat", "dog", "emu", "okapi"]
+    assert next(c for c in result.per_class if c.label == "okapi").challenger_f1 == 1.0
+
+
+def test_with_a_paired_test_it_keeps_the_champion_when_the_split_cannot_tell_them_apart():
+    # Three more right answers in 30 images: macro-F1 is higher, but p = 1/8 by McNemar's exact test.
+    champion, challenger = with_errors({"cat": 3}), TRUTH
+    assert compare(TRUTH, champion, challenger).promote  # without the test, as before
+    result = compare(TRUTH, champion, challenger, significance=0.05)
+    assert not result.promote and "tell apart" in result.reason
+    assert (result.champion_only, result.challenger_only) == (0, 3) and result.p_value == 0.125
+    # Five more right answers is beyond chance (p = 1/32).
+    assert compare(TRUTH, with_errors({"cat": 5}), TRUTH, significance=0.05).promote

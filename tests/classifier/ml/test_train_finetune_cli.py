@@ -40,7 +40,8 @@ def test_it_writes_the_whole_network_and_its_card(finetune_run):
     out, _, _ = finetune_run
     card = ModelCard.load(out, verify=True)
     assert sorted(p.name for p in out.iterdir()) == ["card.json", "model.pt"]
-    assert card.kind == "finetune" and card.classes == CLASSES
+    # Every version serves "other" (issue 11): the network learns the classes, "other" is zero-shot's.
+    assert card.kind == "finetune" and card.classes == CLASSES + ("other",) and card.head_classes == CLASSES
     assert card.preprocessing.crop_size == FINETUNE_SIZE
     state = torch.load(out / "model.pt", weights_only=True)
     assert state["head.weight"].shape == (len(CLASSES), 1280)
@@ -60,8 +61,8 @@ def test_the_predictor_serves_the_fine_tuned_network(finetune_run, tiny_tree):
     predictor = Predictor.from_dir(out)
     images = [decode_image(item.path.read_bytes()).image for item in image_folder(tiny_tree)[:3]]
 
-    results = predictor.predict(images, top_k=3)
+    results = predictor.predict(images, top_k=4)  # the three classes and "other" (issue 11)
 
-    assert [sorted(s.label for s in r.top) for r in results] == [sorted(CLASSES)] * 3
+    assert [sorted(s.label for s in r.top) for r in results] == [sorted(CLASSES + ("other",))] * 3
     assert all(abs(sum(r.probabilities) - 1) < 1e-5 for r in results)
     assert results[0].embedding.shape == (1280,)

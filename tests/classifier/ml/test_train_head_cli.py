@@ -46,7 +46,9 @@ def test_it_writes_a_card_and_a_linear_head_whose_checksums_verify(head_run):
     card = ModelCard.load(out, verify=True)
     assert sorted(p.name for p in out.iterdir()) == ["card.json", "head.pt"]
     assert card.kind == "head"
-    assert card.classes == CLASSES
+    # Every version serves "other" (issue 11): the head learns the classes, "other" is zero-shot's.
+    assert card.classes == CLASSES + ("other",) and card.head_classes == CLASSES
+    assert {c: s["how"] for c, s in card.served.items()} == {**dict.fromkeys(CLASSES, "learned"), "other": "zero_shot"}
     assert card.tta is True
     assert set(card.files) == {"head.pt"}
     assert card.metrics["test"]["confusion_matrix"]
@@ -56,15 +58,32 @@ def test_it_writes_a_card_and_a_linear_head_whose_checksums_verify(head_run):
     assert training["hardware"]["device"] == "cpu"
 
 
-def test_it_refuses_too_few_images_naming_the_class(tmp_path, capsys):
-    root = write_tiny_tree(tmp_path / "images", per_class=6)
+def test_a_class_with_too_few_images_does_not_refuse_the_run(tmp_path, embedding_cache):
+    # Before issue 11 this refused the run ("red_blobs (2)"); now the class is listed as not served.
+    root = write_tiny_tree(tmp_path / "images", per_class=8)
     for extra in sorted((root / "red_blobs").iterdir())[2:]:
         extra.unlink()
+
+    code = train.main(["--data", str(root), "--out", str(tmp_path / "model"),
+                       "--cache-dir", str(embedding_cache), "--no-tta", *SPLIT_ARGS, "--min-per-class", "5"])
+
+    assert code == 0
+    card = ModelCard.load(tmp_path / "model")
+    assert "red_blobs" not in card.classes and "red_blobs" not in card.head_classes
+    assert card.served["red_blobs"] == {"how": "not_served", "labels": 2, "needs": 3}
+
+
+def test_it_refuses_fewer_than_two_learnable_classes_naming_the_counts(tmp_path, capsys):
+    root = write_tiny_tree(tmp_path / "images", per_class=6)
+    for name in ("red_blobs", "green_stripes"):
+        for extra in sorted((root / name).iterdir())[2:]:
+            extra.unlink()
 
     code = train.main(["--data", str(root), "--out", str(tmp_path / "model"), "--min-per-class", "5"])
 
     assert code == 2
-    assert "red_blobs (2)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "at least two classes" in err and "red_blobs (2)" in err
     assert not (tmp_path / "model").exists()
 
 

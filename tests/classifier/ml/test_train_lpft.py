@@ -25,9 +25,10 @@ def test_epoch_zero_is_the_head_modes_linear_probe(head_and_finetune):
     probe = finetune.history[0]
     assert probe["epoch"] == 0 and probe["init"] == "linear_probe"
     assert probe["weight_decay"] == head.summary["weight_decay"]
-    # Temperature scaling changes neither the argmax nor the F1.
-    assert probe["val_accuracy"] == head.summary["val_accuracy"]
-    assert probe["val_macro_f1"] == head.summary["val_macro_f1"]
+    # Since issue 15 head mode reports cross-validated figures over train and validation (its
+    # val_accuracy), the probe its accuracy on the validation split: the same fit (weights: the
+    # next test), scored on different images, so only the choice of weight decay is compared.
+    assert head.summary["cv_images"] == head.summary["n_fit"]
     assert [row["epoch"] for row in finetune.history] == [0, 1]
 
 
