@@ -20,7 +20,7 @@ Each cell of a table is timed in short slices taken in turn with the table's oth
 so load from other processes on the machine falls on all of them alike; throughput is
 images over the total time of the calls, latency is per call (per batch at batch 32).
 
-    python benchmarks/inference.py --data ../shared/datasets/caltech101-animals
+    python -m benchmarks.inference --data ../shared/datasets/caltech101-animals
 
 The last line printed is JSON: ratio_vs_plain_ort (ours / plain ORT images/s at batch 1),
 ratio_vs_torch_eager, every figure, the threads and the CPU.
@@ -30,29 +30,24 @@ import argparse
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+import onnxruntime
+import torch
+
+from classifier.ml.datasets import class_names, image_folder
+from classifier.ml.export import ServingNetwork, export_onnx
+from classifier.ml.images import decode_image
+from classifier.ml.ort import INPUT_NAME, OrtPredictor, default_threads
+from classifier.ml.predict import ModelCard, Predictor
+from classifier.ml.zero_shot import default_mapping
+
 REPO = Path(__file__).resolve().parent.parent
-# Run as a script, this folder would come first on sys.path, and http.py here would stand in
-# for the standard library's http: the repository's root takes its place.
-sys.path[0] = str(REPO)
-
-import numpy as np  # noqa: E402
-import onnxruntime  # noqa: E402
-import torch  # noqa: E402
-
-from classifier.ml.datasets import class_names, image_folder  # noqa: E402
-from classifier.ml.export import ServingNetwork, export_onnx  # noqa: E402
-from classifier.ml.images import decode_image  # noqa: E402
-from classifier.ml.ort import INPUT_NAME, OrtPredictor, default_threads  # noqa: E402
-from classifier.ml.predict import ModelCard, Predictor  # noqa: E402
-from classifier.ml.zero_shot import default_mapping  # noqa: E402
-
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "caltech101-animals"
 SLICE_S = 0.5  # how long a cell runs before the next one takes its turn
 

@@ -262,7 +262,6 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    sys.path.insert(0, str(REPO))
     from animalsite import processes
     from benchmarks.harness import postgres_create, postgres_drop, redis_forget
 

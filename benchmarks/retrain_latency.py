@@ -69,22 +69,22 @@ import sys
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import re  # noqa: E402
-import secrets  # noqa: E402
-import shutil  # noqa: E402
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import json
+import platform
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
 
 REPO = Path(_HERE).parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.harness import (  # noqa: E402
+from benchmarks.harness import (
     descendants,
     die_with_parent,
     postgres_create,
@@ -93,6 +93,7 @@ from benchmarks.harness import (  # noqa: E402
     redis_forget,
     tail,
 )
+
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "caltech101-animals"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 # What a run's stage covers (classifier/training.py); the poll sees only the stages that last.
