@@ -135,14 +135,14 @@ def main(argv=None) -> dict:
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
 
-    from classifier import services
+    from classifier import registry, uploads
 
     try:
         call_command("migrate", verbosity=0)
         files = image_files(args.data, args.images)
-        services.species_create_many(names=sorted({p.parent.name for p in files}))
+        registry.species_create_many(names=sorted({p.parent.name for p in files}))
         user = get_user_model().objects.create_user("bench")
-        ids = [services.image_upload(user=user, filename=p.name, data=p.read_bytes(), classify=False).image.id
+        ids = [uploads.image_upload(user=user, filename=p.name, data=p.read_bytes(), classify=False).image.id
                for p in files]
 
         base_s = baseline(files, args.batch_size)
