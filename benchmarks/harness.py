@@ -9,6 +9,7 @@ import secrets
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -38,6 +39,10 @@ def interleaved_photos(root: Path) -> list[Path]:
     if not files:
         raise SystemExit(f"no photos under {root} (expected an ImageFolder: class/photo.jpg)")
     return files
+
+
+class BenchmarkFailed(RuntimeError):
+    """The benchmark cannot go on; the message says why."""
 
 
 # --- a throwaway installation ---------------------------------------------------------------
@@ -119,6 +124,30 @@ def django_setup(env: dict) -> None:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
+
+
+def wait_until(what: str, done, timeout: float, worker, every: float = 0.2):
+    """done()'s first true value, polled every `every` s; BenchmarkFailed if the worker exits or
+    the time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = done()
+        if value:
+            return value
+        if worker.poll() is not None:
+            raise BenchmarkFailed(f"the worker exited (code {worker.returncode}) while waiting for {what}")
+        if time.monotonic() > deadline:
+            raise BenchmarkFailed(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(every)
+
+
+def queued_messages(names: list[str]) -> int:
+    """Messages waiting in these queues of the broker (not counting the one the worker holds)."""
+    from animalsite.celery import app
+
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel  # kombu's virtual channel (filesystem, Redis): no declare needed
+        return sum(channel._size(name) for name in names)
 
 
 # --- servers' state -------------------------------------------------------------------------

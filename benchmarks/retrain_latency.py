@@ -69,13 +69,17 @@ import time
 from pathlib import Path
 
 from animalsite import processes
-from benchmarks.harness import DEFAULT_DATA, Installation, class_photos, django_setup, redact
+from benchmarks.harness import (
+    DEFAULT_DATA,
+    BenchmarkFailed,
+    Installation,
+    class_photos,
+    django_setup,
+    queued_messages,
+    redact,
+    wait_until,
+)
 from benchmarks.retrain_report import cpu_seconds, diagnose, recorded, report
-
-
-class BenchmarkFailed(RuntimeError):
-    pass
-
 
 # --- photos ----------------------------------------------------------------------------------
 
@@ -93,18 +97,6 @@ def photos(root: Path, per_class: int) -> tuple[dict[str, list[Path]], Path]:
 
 
 # --- the benchmark --------------------------------------------------------------------------
-
-def wait_until(what: str, done, timeout: float, worker, every: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = done()
-        if value:
-            return value
-        if worker.poll() is not None:
-            raise BenchmarkFailed(f"the worker exited (code {worker.returncode}) while waiting for {what}")
-        if time.monotonic() > deadline:
-            raise BenchmarkFailed(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(every)
 
 
 def setup(files: dict[str, list[Path]], worker, timeout: float) -> dict:
@@ -141,15 +133,6 @@ def setup(files: dict[str, list[Path]], worker, timeout: float) -> dict:
     wait_until(f"the worker to predict the {len(truth)} uploads", all_predicted, timeout, worker)
     return {"uploader": uploader, "annotator": annotator, "truth": truth, "champion": champion,
             "upload_and_predict_s": time.perf_counter() - started}
-
-
-def queued_messages(names: list[str]) -> int:
-    """Messages waiting in these queues of the broker (not counting the one the worker holds)."""
-    from animalsite.celery import app
-
-    with app.connection_for_write() as connection:
-        channel = connection.default_channel  # kombu's virtual channel (filesystem, Redis): no declare needed
-        return sum(channel._size(name) for name in names)
 
 
 def annotate(annotator, truth: dict[int, str], *, settle: bool, queues: list[str], worker, timeout: float) -> dict:
