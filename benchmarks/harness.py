@@ -97,22 +97,28 @@ class Installation:
         return processes.wait_ready(self.start(name, command, env, new_session=new_session), timeout=timeout)
 
     def close(self) -> None:
-        processes.stop(*self.processes, timeout=30)
-        if "django" in sys.modules:
-            from django.db import connections
-
-            connections.close_all()
+        """Each step runs even if one before it fails (settings that did not load, a server gone)."""
+        steps = [lambda: processes.stop(*self.processes, timeout=30), self._close_connections]
         if self.pg_name:
-            try:
-                postgres_drop(self.server_url, self.pg_name)
-            except Exception as e:  # noqa: BLE001 - the rest of the cleanup goes on
-                print(f"could not drop the database {self.pg_name}: {e}", file=sys.stderr)
+            steps.append(lambda: postgres_drop(self.server_url, self.pg_name))
         if self.forget_redis:
-            redis_forget(self.redis_url, self.suffix)
+            steps.append(lambda: redis_forget(self.redis_url, self.suffix))
+        for step in steps:
+            try:
+                step()
+            except Exception as e:  # noqa: BLE001 - the rest of the cleanup goes on
+                print(f"cleanup: {type(e).__name__}: {e}", file=sys.stderr)
         if self.keep:
             print(f"kept {self.var}", file=sys.stderr)
         else:
             shutil.rmtree(self.var, ignore_errors=True)
+
+    @staticmethod
+    def _close_connections() -> None:
+        if "django" in sys.modules:
+            from django.db import connections
+
+            connections.close_all()
 
 
 def django_setup(env: dict) -> None:
