@@ -4,7 +4,7 @@ Simulated annotators label an ImageFolder tree (the folder is the truth) in batc
 by the queue strategy or at random; between batches a head is retrained on cached Lite0
 embeddings and scored on a fixed test split (30% by content hash, never labelled).
 
-    python benchmarks/active_learning.py --data ../shared/datasets/caltech101-animals
+    python -m benchmarks.active_learning --data ../shared/datasets/caltech101-animals
 
 The last line is JSON; label_ratio = labels our strategy needs to reach random's accuracy at
 200 labels, divided by 200 (lower is better).
@@ -13,24 +13,15 @@ The last line is JSON; label_ratio = labels our strategy needs to reach random's
 import argparse
 import hashlib
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from sklearn.linear_model import LogisticRegression
 
-# Run as a script, this folder would come first on sys.path, and http.py here would stand in
-# for the standard library's http: the repository's root takes its place.
-sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
-from sklearn.linear_model import LogisticRegression  # noqa: E402
-
-from classifier.ml.active_learning import QueueParams, select_batch  # noqa: E402
-from classifier.ml.backbones import load_backbone  # noqa: E402
-from classifier.ml.images import decode_image  # noqa: E402
-from classifier.ml.backbones import get_spec  # noqa: E402
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"}
+from classifier.ml.active_learning import QueueParams, select_batch
+from classifier.ml.backbones import get_spec, load_backbone
+from classifier.ml.images import IMAGE_SUFFIXES, decode_image
 
 
 def load_embeddings(root: Path, backbone: str, cache_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -12,7 +12,7 @@ images of DIR uploaded (not timed); then, timed:
 The wall time of a job runs from the request to the job's "done", so it includes planning,
 queueing, decoding (in threads, overlapped with the model), the model and the database writes.
 
-    python benchmarks/batch.py --data ../shared/datasets/caltech101-animals [--images 400]
+    python -m benchmarks.batch --data ../shared/datasets/caltech101-animals [--images 400]
 
 The last line printed is JSON with images/s for each and the ratios against the baseline.
 """
@@ -22,17 +22,13 @@ import json
 import os
 import platform
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-# Run as a script, this folder would come first on sys.path, and http.py here would stand in
-# for the standard library's http: the repository's root takes its place.
-sys.path[0] = str(REPO)
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+from animalsite import processes
+from benchmarks.harness import DEFAULT_DATA
+from classifier.ml.images import IMAGE_SUFFIXES
 
 
 def image_files(root: Path, limit: int) -> list[Path]:
@@ -61,18 +57,14 @@ def baseline(files: list[Path], batch_size: int) -> float:
     return time.perf_counter() - started
 
 
-def start_workers(n: int, env: dict, log_dir: Path) -> list[subprocess.Popen]:
+def start_workers(n: int, env: dict, log_dir: Path) -> list:
+    """n Celery workers (one process each) sharing the cores; not waited for (the warm-up job is)."""
     threads = max(1, (os.cpu_count() or 1) // n)
-    processes = []
-    for i in range(n):
-        log = log_dir / f"worker-{n}-{i}.log"
-        processes.append(subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "animalsite", "worker", "-Q", env["INFERENCE_QUEUE"],
-             "--concurrency", "1", "--loglevel", "WARNING", "--hostname", f"bench{n}-{i}@%h",
-             "--without-gossip", "--without-mingle"],
-            cwd=REPO, env=env | {"TORCH_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)},
-            stdout=open(log, "w"), stderr=subprocess.STDOUT))
-    return processes
+    return [processes.start(processes.worker_command([env["INFERENCE_QUEUE"]], name=f"bench{n}-{i}",
+                                                     loglevel="WARNING"),
+                            env=env | {"TORCH_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)},
+                            log_path=log_dir / f"worker-{n}-{i}.log", name=f"worker-{n}-{i}")
+            for i in range(n)]
 
 
 def run_job(n_workers: int, image_ids: list[int], env: dict, log_dir: Path, timeout: float) -> dict:
@@ -107,10 +99,7 @@ def run_job(n_workers: int, image_ids: list[int], env: dict, log_dir: Path, time
             "model_s": round(sum(c.model_seconds or 0 for c in chunks), 2),
         }
     finally:
-        for w in workers:
-            w.terminate()
-        for w in workers:
-            w.wait(timeout=30)
+        processes.stop(*workers, timeout=30)
 
 
 def _wait(job_id: int, timeout: float):
@@ -127,7 +116,7 @@ def _wait(job_id: int, timeout: float):
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "datasets" / "caltech101-animals")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--images", type=int, default=400, help="how many images (0: all)")
     parser.add_argument("--chunk-size", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -146,14 +135,14 @@ def main(argv=None) -> dict:
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
 
-    from classifier import services
+    from classifier import registry, uploads
 
     try:
         call_command("migrate", verbosity=0)
         files = image_files(args.data, args.images)
-        services.species_create_many(names=sorted({p.parent.name for p in files}))
+        registry.species_create_many(names=sorted({p.parent.name for p in files}))
         user = get_user_model().objects.create_user("bench")
-        ids = [services.image_upload(user=user, filename=p.name, data=p.read_bytes(), classify=False).image.id
+        ids = [uploads.image_upload(user=user, filename=p.name, data=p.read_bytes(), classify=False).image.id
                for p in files]
 
         base_s = baseline(files, args.batch_size)

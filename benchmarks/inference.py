@@ -20,7 +20,7 @@ Each cell of a table is timed in short slices taken in turn with the table's oth
 so load from other processes on the machine falls on all of them alike; throughput is
 images over the total time of the calls, latency is per call (per batch at batch 32).
 
-    python benchmarks/inference.py --data ../shared/datasets/caltech101-animals
+    python -m benchmarks.inference --data ../shared/datasets/caltech101-animals
 
 The last line printed is JSON: ratio_vs_plain_ort (ours / plain ORT images/s at batch 1),
 ratio_vs_torch_eager, every figure, the threads and the CPU.
@@ -30,29 +30,24 @@ import argparse
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+import onnxruntime
+import torch
+
+from classifier.ml.datasets import class_names, image_folder
+from classifier.ml.export import ServingNetwork, export_onnx
+from classifier.ml.images import decode_image
+from classifier.ml.ort import INPUT_NAME, OrtPredictor, default_threads
+from classifier.ml.predict import ModelCard, Predictor
+from classifier.ml.zero_shot import default_mapping
+
 REPO = Path(__file__).resolve().parent.parent
-# Run as a script, this folder would come first on sys.path, and http.py here would stand in
-# for the standard library's http: the repository's root takes its place.
-sys.path[0] = str(REPO)
-
-import numpy as np  # noqa: E402
-import onnxruntime  # noqa: E402
-import torch  # noqa: E402
-
-from classifier.ml.datasets import class_names, image_folder  # noqa: E402
-from classifier.ml.export import ServingNetwork, export_onnx  # noqa: E402
-from classifier.ml.images import decode_image  # noqa: E402
-from classifier.ml.ort import INPUT_NAME, OrtPredictor, default_threads  # noqa: E402
-from classifier.ml.predict import ModelCard, Predictor  # noqa: E402
-from classifier.ml.zero_shot import default_mapping  # noqa: E402
-
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "caltech101-animals"
 SLICE_S = 0.5  # how long a cell runs before the next one takes its turn
 
@@ -119,7 +114,7 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def main(argv=None) -> dict:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="ImageFolder root (class = folder name)")
     parser.add_argument("--images", type=int, default=64, help="images taken evenly across the dataset")
@@ -131,7 +126,11 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     if args.images < 1 or args.seconds <= 0 or args.threads < 1:
         parser.error("--images, --seconds and --threads must be positive")
+    return args
 
+
+def systems(args) -> dict:
+    """The photos, the zero-shot card, and the three systems that run it."""
     items = image_folder(args.data)
     items = items[:: max(1, len(items) // args.images)][: args.images]
     images = [decode_image(item.path.read_bytes()).image for item in items]
@@ -139,56 +138,62 @@ def main(argv=None) -> dict:
 
     card = ModelCard.zero_shot(backbone="efficientnet_lite0", class_map=default_mapping(class_names(items)))
     predictor = Predictor(card)
-    network = ServingNetwork(predictor).eval()
     tensors = card.preprocessing.batch(images)
-    arrays = tensors.numpy()
     with tempfile.TemporaryDirectory() as tmp:
         report = export_onnx(predictor, Path(tmp) / "model.onnx", check_images=images[:4])
         plain = onnxruntime.InferenceSession(report.path, providers=["CPUExecutionProvider"])  # default options
         ours = OrtPredictor(card, report.path, threads=args.threads)
+    return {"images": images, "predictor": predictor, "network": ServingNetwork(predictor).eval(),
+            "tensors": tensors, "arrays": tensors.numpy(), "export": report, "plain": plain, "ours": ours}
+
+
+def model_cells(args, s: dict) -> list[Cell]:
+    """The model table: the same preprocessed tensors through each system."""
+    network, tensors, arrays, n_images = s["network"], s["tensors"], s["arrays"], len(s["images"])
+    plain, ours = s["plain"], s["ours"]
 
     def torch_eager(rows):
         with torch.inference_mode():
             return network(tensors[rows])
 
-    def pil(bs):
-        return [[images[i] for i in rows] for rows in batches(len(images), bs)]
-
-    def arrays_of(bs):
-        return [np.ascontiguousarray(arrays[rows]) for rows in batches(len(images), bs)]
-
-    load_before = os.getloadavg()
-    torch_threads = sorted({1, args.threads})
-    model = []
+    cells = []
     for bs in (1, args.batch_size):
-        index, inputs = batches(len(images), bs), arrays_of(bs)
-        model += [Cell("model", f"torch eager, {n} thread{'s' * (n > 1)}", bs,
-                       lambda i, ix=index: torch_eager(ix[i % len(ix)]), torch_threads=n) for n in torch_threads]
-        model += [
+        index = batches(n_images, bs)
+        inputs = [np.ascontiguousarray(arrays[rows]) for rows in index]
+        cells += [Cell("model", f"torch eager, {n} thread{'s' * (n > 1)}", bs,
+                       lambda i, ix=index: torch_eager(ix[i % len(ix)]), torch_threads=n)
+                  for n in sorted({1, args.threads})]
+        cells += [
             Cell("model", "plain onnxruntime", bs, lambda i, x=inputs: plain.run(None, {INPUT_NAME: x[i % len(x)]})),
             Cell("model", "ours (OrtPredictor)", bs, lambda i, x=inputs: ours.predict_preprocessed(x[i % len(x)])),
         ]
-    measure(model, args.seconds)
+    return cells
 
-    def find(cells, system, bs):
-        return next(c for c in cells if c.system.startswith(system) and c.batch_size == bs)
 
-    def fastest_torch(bs):
-        return max((c for c in model if c.system.startswith("torch") and c.batch_size == bs),
-                   key=lambda c: c.images_per_s)
+def find(cells: list[Cell], system: str, bs: int) -> Cell:
+    return next(c for c in cells if c.system.startswith(system) and c.batch_size == bs)
 
-    end_to_end = []
+
+def fastest_torch(cells: list[Cell], bs: int) -> Cell:
+    return max((c for c in cells if c.system.startswith("torch") and c.batch_size == bs), key=lambda c: c.images_per_s)
+
+
+def end_to_end_cells(args, s: dict, model: list[Cell]) -> list[Cell]:
+    """The end-to-end table: decoded photos, preprocessing included; torch with its faster thread count."""
+    images, predictor, ours = s["images"], s["predictor"], s["ours"]
+    cells = []
     for bs in (1, args.batch_size):
-        n = fastest_torch(bs).torch_threads
-        pictures = pil(bs)
-        end_to_end += [
+        n = fastest_torch(model, bs).torch_threads
+        pictures = [[images[i] for i in rows] for rows in batches(len(images), bs)]
+        cells += [
             Cell("end to end", f"torch Predictor.predict, {n}t", bs,
                  lambda i, p=pictures: predictor.predict(p[i % len(p)]), torch_threads=n),
             Cell("end to end", "ours OrtPredictor.predict", bs, lambda i, p=pictures: ours.predict(p[i % len(p)])),
         ]
-    measure(end_to_end, args.seconds)
-    load_after = os.getloadavg()
+    return cells
 
+
+def print_tables(model: list[Cell], end_to_end: list[Cell]) -> None:
     for cells, title in ((model, "model only: the same preprocessed tensors"),
                          (end_to_end, "end to end: decoded PIL images, preprocessing included")):
         print(f"\n{title}")
@@ -197,15 +202,18 @@ def main(argv=None) -> dict:
             print(f"{c.system:<30} {c.batch_size:>5} {c.images_per_s:>9.1f} {c.latency_ms(50):>8.2f} "
                   f"{c.latency_ms(95):>8.2f} {len(c.times):>6}")
 
-    def ratio(a, b):
-        return round(a.images_per_s / b.images_per_s, 3)
 
+def ratio(a: Cell, b: Cell) -> float:
+    return round(a.images_per_s / b.images_per_s, 3)
+
+
+def summary(args, s: dict, model: list[Cell], end_to_end: list[Cell], load_before, load_after) -> dict:
     big = args.batch_size
-    summary = {
+    return {
         "ratio_vs_plain_ort": ratio(find(model, "ours", 1), find(model, "plain", 1)),
-        "ratio_vs_torch_eager": ratio(find(model, "ours", 1), fastest_torch(1)),
+        "ratio_vs_torch_eager": ratio(find(model, "ours", 1), fastest_torch(model, 1)),
         f"ratio_vs_plain_ort_batch{big}": ratio(find(model, "ours", big), find(model, "plain", big)),
-        f"ratio_vs_torch_eager_batch{big}": ratio(find(model, "ours", big), fastest_torch(big)),
+        f"ratio_vs_torch_eager_batch{big}": ratio(find(model, "ours", big), fastest_torch(model, big)),
         "end_to_end_ratio_vs_torch": ratio(find(end_to_end, "ours", 1), find(end_to_end, "torch", 1)),
         f"end_to_end_ratio_vs_torch_batch{big}": ratio(find(end_to_end, "ours", big), find(end_to_end, "torch", big)),
         "figures": {f"{c.table} | {c.system} | batch {c.batch_size}": c.row() for c in model + end_to_end},
@@ -214,18 +222,31 @@ def main(argv=None) -> dict:
         "cpu": cpu_name(),
         "cpus": os.cpu_count(),
         "load_average_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
-        "images": len(images),
+        "images": len(s["images"]),
         "seconds_per_cell": args.seconds,
-        "export": {k: report.to_dict()[k] for k in ("max_abs_diff_probabilities", "max_abs_diff_embedding",
-                                                     "opset", "seconds")},
+        "export": {k: s["export"].to_dict()[k] for k in ("max_abs_diff_probabilities", "max_abs_diff_embedding",
+                                                          "opset", "seconds")},
         "onnxruntime": onnxruntime.__version__,
         "torch": torch.__version__,
     }
-    print(f"\nours / plain ORT at batch 1: {summary['ratio_vs_plain_ort']}x; "
-          f"ours / torch eager at batch 1: {summary['ratio_vs_torch_eager']}x "
-          f"(load average {summary['load_average_before_after']})")
-    print(json.dumps(summary))
-    return summary
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    s = systems(args)
+    load_before = os.getloadavg()
+    model = model_cells(args, s)
+    measure(model, args.seconds)
+    end_to_end = end_to_end_cells(args, s, model)
+    measure(end_to_end, args.seconds)
+    load_after = os.getloadavg()
+    print_tables(model, end_to_end)
+    result = summary(args, s, model, end_to_end, load_before, load_after)
+    print(f"\nours / plain ORT at batch 1: {result['ratio_vs_plain_ort']}x; "
+          f"ours / torch eager at batch 1: {result['ratio_vs_torch_eager']}x "
+          f"(load average {result['load_average_before_after']})")
+    print(json.dumps(result))
+    return result
 
 
 if __name__ == "__main__":

@@ -6,27 +6,23 @@
             of the labels flipped at random to another class, over several draws: precision
             and recall of the flagged set, and what is flagged when no label is flipped.
 
-    python benchmarks/label_errors.py --data ../shared/datasets/caltech101-animals [--rows 10000]
+    python -m benchmarks.label_errors --data ../shared/datasets/caltech101-animals [--rows 10000]
 
 The last line printed is JSON with the figures.
 """
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-# Run as a script, this folder would come first on sys.path, and http.py here would stand in
-# for the standard library's http: the repository's root takes its place.
-sys.path[0] = str(REPO)
+from classifier.ml.datasets import image_folder
+from classifier.ml.embed import embed_items, print_progress
+from classifier.ml.label_errors import find_label_issues
 
-from classifier.ml.datasets import image_folder  # noqa: E402
-from classifier.ml.embed import embed_items, print_progress  # noqa: E402
-from classifier.ml.label_errors import find_label_issues  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 
 def flip(labels: np.ndarray, share: float, rng: np.random.Generator) -> tuple[np.ndarray, set[int]]:

@@ -32,58 +32,23 @@ accuracy per production version), max_drop, promotions, labels, seconds, and the
 import argparse
 import hashlib
 import json
-import os
 import random
-import secrets
-import shutil
 import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+from animalsite import processes
+from benchmarks.harness import BenchmarkFailed, Installation, django_setup, queued_messages, wait_until
+
 REPO = Path(__file__).resolve().parent.parent
 HOLDOUT_SALT = "loop-benchmark-holdout"
-
-
-class BenchmarkFailed(RuntimeError):
-    pass
 
 
 def held_out(sha256: str, fraction: float) -> bool:
     """By content alone, with a salt of its own: the app's test split uses another."""
     digest = hashlib.sha256(f"{HOLDOUT_SALT}:{sha256}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction
-
-
-def environment(var: Path, args, database_url: str, broker: str, suffix: str) -> dict:
-    return dict(
-        os.environ, VAR_DIR=str(var), MEDIA_ROOT=str(var / "media"), MODELS_ROOT=str(var / "models"),
-        EMBEDDING_CACHE_DIR=str(var / "embeddings"), ONNX_DIR=str(var / "onnx"),
-        DATABASE_URL=database_url, CELERY_BROKER_URL=broker, DJANGO_SETTINGS_MODULE="animalsite.settings",
-        INFERENCE_QUEUE=f"loop-bench-inference-{suffix}", TRAINING_QUEUE=f"loop-bench-training-{suffix}",
-        DEBUG="0", SECRET_KEY=secrets.token_urlsafe(50), ALLOWED_HOSTS="127.0.0.1,localhost",
-        RETRAIN_AFTER_LABELS=str(args.retrain_every), RETRAIN_MODE="head", CELERY_TASK_ALWAYS_EAGER="0",
-        PYTHONUNBUFFERED="1",
-    )
-
-
-def wait_until(what: str, done, timeout: float, worker, every: float = 0.25):
-    deadline = time.monotonic() + timeout
-    while not done():
-        if worker.poll() is not None:
-            raise BenchmarkFailed(f"the worker exited (code {worker.returncode}) while waiting for {what}")
-        if time.monotonic() > deadline:
-            raise BenchmarkFailed(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(every)
-
-
-def queued_messages(names: list[str]) -> int:
-    from animalsite.celery import app
-
-    with app.connection_for_write() as connection:
-        channel = connection.default_channel
-        return sum(channel._size(name) for name in names)
 
 
 def idle(queues: list[str]) -> bool:
@@ -126,7 +91,8 @@ def upload_all(files: list[tuple[Path, str]], worker, timeout: float) -> tuple[d
         truth[result.image.id] = label
     images = Image.objects.filter(id__in=list(truth))
     wait_until(f"the worker to predict the {len(truth)} uploads",
-               lambda: images.filter(status__in=["predicted", "failed"]).count() == len(truth), timeout, worker)
+               lambda: images.filter(status__in=["predicted", "failed"]).count() == len(truth), timeout, worker,
+               every=0.25)
     annotator = user_model.objects.create_user("loop-bench-annotator")
     annotator.groups.add(role_group("annotator"))
     return truth, annotator
@@ -262,30 +228,19 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    sys.path.insert(0, str(REPO))
-    from animalsite import processes
-    from benchmarks.harness import postgres_create, postgres_drop, redis_forget
-
     started = time.perf_counter()
     held, labelled = split_data(args)
-    var = Path(tempfile.mkdtemp(prefix="animalsite-loop-bench-"))
-    suffix, worker, pg_name = secrets.token_hex(4), None, None
+    install = Installation("loop-bench", database_url=args.database_url, redis_url=args.redis_url, keep=args.keep)
+    worker = None
     try:
-        database_url = f"sqlite:///{var / 'db.sqlite3'}"
-        if args.database_url:
-            database_url, pg_name = postgres_create(args.database_url, "animalsite_loop_bench")
-        env = environment(var, args, database_url, args.redis_url or "filesystem://", suffix)
-        os.environ.update(env)  # this process reads the same settings as the worker
-        import django
-
-        django.setup()
-        from django.core.management import call_command
-
-        call_command("migrate", verbosity=0)
+        install.create_database()
+        var = install.var
+        env = install.env(EMBEDDING_CACHE_DIR=str(var / "embeddings"), ONNX_DIR=str(var / "onnx"),
+                          RETRAIN_AFTER_LABELS=str(args.retrain_every), RETRAIN_MODE="head",
+                          CELERY_TASK_ALWAYS_EAGER="0")
+        django_setup(env)  # this process reads the same settings as the worker
         queues = [env["INFERENCE_QUEUE"], env["TRAINING_QUEUE"]]
-        worker = processes.wait_ready(processes.start(processes.worker_command(queues, name="loop-bench"), env=env,
-                                                      log_path=var / "worker.log", name="worker"),
-                                      timeout=args.step_timeout)
+        worker = install.start_worker(env, queues, timeout=args.step_timeout)
         truth, annotator = upload_all(labelled, worker, args.step_timeout * 3)
         print(f"{len(truth)} uploads predicted, {time.perf_counter() - started:.0f} s; {len(held)} held out",
               file=sys.stderr, flush=True)
@@ -300,23 +255,10 @@ def main(argv=None) -> int:
     except (BenchmarkFailed, processes.ProcessFailed) as e:
         print(f"FAILED: {e}", file=sys.stderr)
         if worker is not None:
-            print(processes.tail(var / "worker.log", 60), file=sys.stderr)
+            print(processes.tail(install.var / "worker.log", 60), file=sys.stderr)
         return 1
     finally:
-        if worker is not None:
-            processes.stop(worker)
-        if "django" in sys.modules:
-            from django.db import connections
-
-            connections.close_all()
-        if pg_name:
-            postgres_drop(args.database_url, pg_name)
-        if args.redis_url:
-            redis_forget(args.redis_url, suffix)
-        if not args.keep:
-            shutil.rmtree(var, ignore_errors=True)
-        else:
-            print(f"kept {var}", file=sys.stderr)
+        install.close()
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ dimensions, noise elsewhere), split 85/15 into train and validation like the tra
 It times the whole head fit (the weight-decay grid with warm starts, and the temperature),
 and, as a baseline in the same process, scikit-learn's LogisticRegression at one setting.
 
-    python benchmarks/train_head.py [--n 10000] [--dim 1280] [--classes 20] [--threads T]
+    python -m benchmarks.train_head [--n 10000] [--dim 1280] [--classes 20] [--threads T]
 
 The last line printed is JSON: seconds, seconds_per_candidate, sklearn_seconds, val accuracies, ...
 """
@@ -20,17 +20,12 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
-# Run as a script, this folder would come first on sys.path, and http.py here would stand in
-# for the standard library's http: the repository's root takes its place.
-sys.path[0] = str(Path(__file__).resolve().parent.parent)
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from classifier.ml.head import fit_head, fit_recipe, linear_logits  # noqa: E402
-from classifier.ml.metrics import fit_temperature  # noqa: E402
+from classifier.ml.head import fit_head, fit_recipe, linear_logits
+from classifier.ml.metrics import fit_temperature
 
 
 def synthetic_embeddings(n: int, dim: int, classes: int, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -4,27 +4,20 @@ The classes are made from the folder names in memory, mapped onto ImageNet with 
 table, and every image is predicted by the same Predictor the workers use. Only classes the
 mapping covers are scored: an uncovered class can only ever be "other".
 
-    python benchmarks/zero_shot.py --data ../shared/datasets/caltech101-animals
+    python -m benchmarks.zero_shot --data ../shared/datasets/caltech101-animals
 
 The last line printed is JSON: accuracy, n, classes_covered, classes_uncovered, ...
 """
 
 import argparse
 import json
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
-# Run as a script, this folder would come first on sys.path, and http.py here would stand in
-# for the standard library's http: the repository's root takes its place.
-sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
-from classifier.ml.images import decode_image  # noqa: E402
-from classifier.ml.predict import ModelCard, Predictor  # noqa: E402
-from classifier.ml.zero_shot import default_mapping  # noqa: E402
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"}
+from classifier.ml.images import IMAGE_SUFFIXES, decode_image
+from classifier.ml.predict import ModelCard, Predictor
+from classifier.ml.zero_shot import default_mapping
 
 
 def image_folder(root: Path) -> list[tuple[Path, str]]:
