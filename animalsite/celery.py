@@ -4,6 +4,9 @@ import os
 
 from celery import Celery, signals
 
+from . import broker
+
+broker.install()
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "animalsite.settings")
 
 app = Celery("animalsite")

@@ -26,9 +26,10 @@ def test_a_second_run_of_the_same_labels_and_parent_returns_the_registered_versi
     assert created.status_code == 201, created.content
     first = wait_for(lambda: finished(created.json()["id"]), timeout=240, what="the first run")
     assert first.status == "succeeded", first.error
-    assert first.version.status == ModelVersion.Status.PRODUCTION
-    # Back to the zero-shot version: the same labels, mode, options and parent as the first run.
-    assert client.post("/api/models/rollback/").status_code == 200
+    if first.version.status == ModelVersion.Status.PRODUCTION:
+        # Back to the zero-shot version: the same labels, mode, options and parent as the first
+        # run. (On 24 images the paired test usually keeps the challenger a candidate.)
+        assert client.post("/api/models/rollback/").status_code == 200
 
     again = client.post("/api/training/runs/", {"mode": "head"}, content_type="application/json")
     assert again.status_code == 201, again.content

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from classifier import uploads
-from classifier.models import ModelVersion, Prediction, TrainingRun
+from classifier import registry, uploads
+from classifier.models import ModelVersion, Prediction, Species, TrainingRun
 from classifier.tasks import model_train
 from classifier.training import runs, watchdog
 from labeling import review_queue, services
@@ -83,6 +83,9 @@ def test_a_worker_killed_while_training_leaves_a_failed_run_and_nothing_register
             image = uploads.image_upload(user=alice, filename=path.name, data=path.read_bytes()).image
             annotate(image=image, kind=Annotation.Kind.IMPORTED, role=Annotation.Role.IMPORT,
                      species=species_named(name))
+    # A fine-tune serves only what it learns, so it refuses while cat and dog have no labels.
+    Species.objects.filter(name__in=["cat", "dog"]).update(active=False)
+    registry.zero_shot_version_sync()
     run = runs.training_request(mode="finetune", trigger=TrainingRun.Trigger.MANUAL,
                                     options={"epochs": 200, "batch_size": 4, "patience": 200})
 
@@ -105,7 +108,5 @@ def test_a_worker_killed_while_training_leaves_a_failed_run_and_nothing_register
     assert list((root / ".checkpoints").glob("*")) == []  # the dead run's checkpoint is swept too
 
 
-def species_named(name: str):
-    from classifier.models import Species
-
+def species_named(name: str) -> Species:
     return Species.objects.get(name=name)
