@@ -61,6 +61,18 @@ def test_it_goes_back_to_the_version_of_an_earlier_class_list(first_version):
     assert ModelVersion.objects.count() == 2
 
 
+def test_it_makes_the_zero_shot_version_on_the_default_backbone(first_version, settings):
+    assert first_version.backbone == settings.DEFAULT_BACKBONE
+    settings.DEFAULT_BACKBONE = "efficientnet_lite1"
+
+    new = registry.zero_shot_version_sync()
+
+    assert new != first_version and selectors.production_model() == new
+    assert new.backbone == new.card["backbone"] == "efficientnet_lite1"
+    assert new.card["preprocessing"]["crop_size"] == 240  # Lite1's own input size, from its spec
+    assert new.classes == first_version.classes
+
+
 def test_it_does_not_take_production_from_a_trained_model(first_version):
     trained = ModelVersion.objects.create(
         name="head-1", kind="head", backbone="efficientnet_lite0", card={}, card_sha256="x" * 64
