@@ -45,9 +45,9 @@ def tempered(scores: torch.Tensor, temperature: float) -> torch.Tensor:
 class TemperedZeroShot(nn.Module):
     """The zero-shot version's head: ZeroShotHead, then its temperature."""
 
-    def __init__(self, classes: Sequence[str], mapping, temperature: float = 1.0):
+    def __init__(self, classes: Sequence[str], mapping, temperature: float = 1.0, top_k: int | None = None):
         super().__init__()
-        self.zero_shot = ZeroShotHead(classes, mapping)
+        self.zero_shot = ZeroShotHead(classes, mapping, top_k)
         self.temperature = float(temperature)
 
     def forward(self, imagenet_logits: torch.Tensor) -> torch.Tensor:
@@ -71,13 +71,13 @@ class CombinedHead(nn.Module):
 
     def __init__(self, linear: nn.Linear, *, classes: Sequence[str], head_classes: Sequence[str],
                  imagenet_map, temperature: float = 1.0, zero_shot_temperature: float = 1.0,
-                 other_bias: float = 0.0, prior_weight: float = 0.0):
+                 other_bias: float = 0.0, prior_weight: float = 0.0, zero_shot_top_k: int | None = None):
         super().__init__()
         if classes[-1] != OTHER:
             raise ValueError(f"the classes must end with {OTHER!r}, got {list(classes)}")
         self.linear = linear
         mapped = [c for c in classes[:-1] if list(imagenet_map.get(c, ()))]
-        self.zero_shot = TemperedZeroShot(mapped, imagenet_map, zero_shot_temperature)
+        self.zero_shot = TemperedZeroShot(mapped, imagenet_map, zero_shot_temperature, zero_shot_top_k)
         zs_columns = mapped + [OTHER]
         zero_shot_only = [c for c in mapped if c not in head_classes]
         self.other_learned = OTHER in head_classes

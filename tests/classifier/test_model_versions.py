@@ -19,6 +19,7 @@ def test_it_makes_one_production_version_for_a_class_list(first_version):
     assert first_version.kind == "zero_shot"
     assert first_version.status == ModelVersion.Status.PRODUCTION
     assert first_version.classes == ["cat", "dog", "other"]
+    assert first_version.card["zero_shot_top_k"] == 5  # new versions count each image's top five ImageNet classes
     assert selectors.production_model() == first_version
 
 
