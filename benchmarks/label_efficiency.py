@@ -62,7 +62,7 @@ def app_head(x, g, y, classes: tuple[str, ...], mapping: dict, backbone: str, se
                         imagenet_map={c: mapping[c] for c in classes if mapping[c]},
                         zero_shot_temperature=zero_shot_temperature(backbone), zero_shot_top_k=ZERO_SHOT_TOP_K)
     with torch.no_grad():
-        prior = head.prior(head.zero_shot(torch.from_numpy(g))).numpy()
+        prior = head.prior(head.prior_q(torch.from_numpy(g))).numpy()
     fit = fit_recipe(x, y, len(classes), prior=prior, seed=seed)
     head.prior_weight = fit.prior_weight
     head.temperature, head.other_bias = fit_calibration(head, fit.cv_logits, g[fit.cv_index], y[fit.cv_index])

@@ -86,7 +86,7 @@ def prior_function(config: TrainConfig, plan: ClassPlan, class_map: dict[str, li
 
     def prior(features: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            return head.prior(head.zero_shot(torch.as_tensor(imagenet_logits(config, features)))).numpy()
+            return head.prior(head.prior_q(torch.as_tensor(imagenet_logits(config, features)))).numpy()
 
     return prior
 
