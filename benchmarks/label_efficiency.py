@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from classifier.ml.backbones import load_backbone
-from classifier.ml.cards import zero_shot_temperature
+from classifier.ml.cards import ZERO_SHOT_TOP_K, zero_shot_temperature
 from classifier.ml.class_map import OTHER, default_mapping
 from classifier.ml.combine import CombinedHead, TemperedZeroShot, fit_calibration
 from classifier.ml.coverage import ClassPlan
@@ -60,9 +60,9 @@ def app_head(x, g, y, classes: tuple[str, ...], mapping: dict, backbone: str, se
     plan = ClassPlan(learned=classes, zero_shot=(OTHER,), classes=classes + (OTHER,))
     head = CombinedHead(torch.nn.Identity(), classes=plan.classes, head_classes=classes,
                         imagenet_map={c: mapping[c] for c in classes if mapping[c]},
-                        zero_shot_temperature=zero_shot_temperature(backbone))
+                        zero_shot_temperature=zero_shot_temperature(backbone), zero_shot_top_k=ZERO_SHOT_TOP_K)
     with torch.no_grad():
-        prior = head.prior(head.zero_shot(torch.from_numpy(g))).numpy()
+        prior = head.prior(head.prior_q(torch.from_numpy(g))).numpy()
     fit = fit_recipe(x, y, len(classes), prior=prior, seed=seed)
     head.prior_weight = fit.prior_weight
     head.temperature, head.other_bias = fit_calibration(head, fit.cv_logits, g[fit.cv_index], y[fit.cv_index])
@@ -141,7 +141,8 @@ def main(argv=None) -> dict:
     x, g, labels = features_of(args.data, args.backbone, args.cache_dir)
     classes = tuple(sorted(set(labels)))
     mapping = default_mapping(classes)
-    zero_shot = TemperedZeroShot([c for c in classes if mapping[c]], mapping, zero_shot_temperature(args.backbone))
+    zero_shot = TemperedZeroShot([c for c in classes if mapping[c]], mapping, zero_shot_temperature(args.backbone),
+                                 ZERO_SHOT_TOP_K)
     with torch.no_grad():
         answers = zero_shot(torch.from_numpy(g)).argmax(1).numpy()
     covered = [c for c in classes if mapping[c]] + [OTHER]

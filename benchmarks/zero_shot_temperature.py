@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from classifier.ml.backbones import load_backbone
+from classifier.ml.cards import ZERO_SHOT_TOP_K
 from classifier.ml.class_map import OTHER, default_mapping
 from classifier.ml.combine import tempered
 from classifier.ml.datasets import image_folder
@@ -30,7 +31,8 @@ from classifier.ml.metrics import classification_metrics, fit_temperature
 from classifier.ml.zero_shot import ZeroShotHead
 
 
-def zero_shot_scores(root: Path, extra_classes: list[str], *, backbone: str, cache_dir) -> tuple:
+def zero_shot_scores(root: Path, extra_classes: list[str], *, backbone: str, cache_dir,
+                     top_k: int | None = ZERO_SHOT_TOP_K) -> tuple:
     """(q over classes + other, targets, class names) for every image under root, the classes
     being its folder names and extra_classes; a class with no ImageNet mapping counts as "other"."""
     items = image_folder(root)
@@ -40,7 +42,7 @@ def zero_shot_scores(root: Path, extra_classes: list[str], *, backbone: str, cac
     features = embed_items(items, backbone=backbone, cache_dir=cache_dir, model=network,
                            progress=print_progress(f"embed {root.name}"))
     with torch.no_grad():
-        q = ZeroShotHead(classes, mapping)(network.imagenet_head(torch.from_numpy(features))).double().numpy()
+        q = ZeroShotHead(classes, mapping, top_k)(network.imagenet_head(torch.from_numpy(features))).double().numpy()
     names = classes + [OTHER]
     targets = np.array([names.index(i.label) if mapping[i.label] else len(classes) for i in items])
     return q, targets, names
@@ -62,18 +64,22 @@ def main(argv=None) -> dict:
                         help="classes the check project has beside its folders (demo_setup adds dog and cat)")
     parser.add_argument("--backbone", default="efficientnet_lite0")
     parser.add_argument("--cache-dir", type=Path, default=None, help="embedding cache folder")
+    parser.add_argument("--top-k", type=int, default=ZERO_SHOT_TOP_K,
+                        help="ImageNet classes counted per image, as new cards pin it (0: all 1000, as old cards)")
     args = parser.parse_args(argv)
+    top_k = args.top_k or None
 
-    q, targets, names = zero_shot_scores(args.data, [], backbone=args.backbone, cache_dir=args.cache_dir)
+    q, targets, names = zero_shot_scores(args.data, [], backbone=args.backbone, cache_dir=args.cache_dir,
+                                      top_k=top_k)
     # fit_temperature works on logits; log q is the zero-shot version's (softmax(log q) = q).
     temperature = fit_temperature(np.log(np.clip(q, 1e-12, 1.0)), targets, prior_sigma=0)
-    summary = {"backbone": args.backbone, "temperature": round(temperature, 4),
+    summary = {"backbone": args.backbone, "top_k": top_k, "temperature": round(temperature, 4),
                "fit_on": {"data": str(args.data), "before": figures(q, targets, names, 1.0),
                           "after": figures(q, targets, names, temperature)}}
     if args.check and args.check.is_dir():
         extra = [c for c in args.check_extra_classes.split(",") if c]
         check_q, check_targets, check_names = zero_shot_scores(args.check, extra, backbone=args.backbone,
-                                                               cache_dir=args.cache_dir)
+                                                               cache_dir=args.cache_dir, top_k=top_k)
         summary["check"] = {"data": str(args.check), "extra_classes": extra,
                             "before": figures(check_q, check_targets, check_names, 1.0),
                             "after": figures(check_q, check_targets, check_names, temperature)}

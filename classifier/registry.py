@@ -108,6 +108,25 @@ def zero_shot_version_sync() -> ModelVersion:
     return version
 
 
+def backbone_sync() -> ModelVersion | None:
+    """Applies a changed DEFAULT_BACKBONE at start-up (run_all, demo_setup).
+
+    While a zero-shot version serves, the zero-shot version on the new backbone takes over; its
+    promotion starts the re-predict job (jobs.job_repredict: chunked, with progress on the jobs
+    page), which stores every image's embedding for the new backbone as it predicts. A trained
+    version keeps serving: it was made on its own backbone. The next training run uses the new
+    backbone, embedding what it needs, and its promotion re-predicts (and so re-embeds) the rest.
+    """
+    current = selectors.production_model()
+    if current is None or current.backbone == settings.DEFAULT_BACKBONE:
+        return current
+    if current.kind == "zero_shot":
+        return zero_shot_version_sync()
+    logger.warning("DEFAULT_BACKBONE is %s but the production version %s runs on %s; the next training run "
+                   "uses %s", settings.DEFAULT_BACKBONE, current.name, current.backbone, settings.DEFAULT_BACKBONE)
+    return current
+
+
 def serving_version() -> ModelVersion:
     """The production version; the zero-shot one for today's classes when there is none yet."""
     return selectors.production_model() or zero_shot_version_sync()

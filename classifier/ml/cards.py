@@ -29,6 +29,12 @@ CARD_FILE = "card.json"
 ZERO_SHOT_TEMPERATURES: dict[str, float] = {"efficientnet_lite0": 1.0748}
 
 
+# How many of an image's most likely ImageNet classes its zero-shot scores count (zero_shot.py);
+# new cards pin it, cards without it sum all 1000 as they always did. The temperatures above
+# were fitted for the sum over all 1000.
+ZERO_SHOT_TOP_K = 5
+
+
 def zero_shot_temperature(backbone: str) -> float:
     return ZERO_SHOT_TEMPERATURES.get(backbone, 1.0)
 
@@ -63,6 +69,7 @@ class ModelCard:
     zero_shot_temperature: float = 1.0
     other_bias: float = 0.0  # added to log q(other) where "other" is not learned
     prior_weight: float = 0.0  # of the zero-shot prior added to the head's logits (issue 15)
+    zero_shot_top_k: int | None = None  # zero-shot counts each image's top k ImageNet classes; None: all
     tta: bool = False  # features are the mean over the image and its mirror
     files: dict[str, str] = field(default_factory=dict)  # file in the model dir -> its sha256
     metrics: dict = field(default_factory=dict)
@@ -77,11 +84,14 @@ class ModelCard:
         if self.head_classes and (set(self.head_classes) - set(self.classes) or self.classes[-1:] != (OTHER,)):
             raise ValueError(f"head classes {self.head_classes} must be among the classes {self.classes}, "
                              f"which end with {OTHER!r}")
+        if self.zero_shot_top_k is not None and not 1 <= self.zero_shot_top_k <= 1000:
+            raise ValueError(f"zero_shot_top_k must be between 1 and 1000, got {self.zero_shot_top_k}")
         if self.kind in WEIGHTS_FILES and WEIGHTS_FILES[self.kind] not in self.files:
             raise ValueError(f"a {self.kind} card must list its weights file {WEIGHTS_FILES[self.kind]} in files")
 
     @classmethod
-    def zero_shot(cls, *, backbone: str, class_map: dict[str, list[int]], temperature: float = 1.0) -> "ModelCard":
+    def zero_shot(cls, *, backbone: str, class_map: dict[str, list[int]], temperature: float = 1.0,
+                  top_k: int | None = ZERO_SHOT_TOP_K) -> "ModelCard":
         names = tuple(sorted(class_map))
         return cls(
             kind=KIND_ZERO_SHOT,
@@ -90,6 +100,7 @@ class ModelCard:
             preprocessing=get_spec(backbone).preprocessing,
             imagenet_map={name: sorted(int(i) for i in class_map[name]) for name in names},
             temperature=temperature,
+            zero_shot_top_k=top_k,
         )
 
     @property
@@ -110,10 +121,12 @@ class ModelCard:
         }
         if self.kind == KIND_ZERO_SHOT:
             # Exactly the keys zero-shot cards always had (their hash names a version), and
-            # the temperature once there is one.
+            # the temperature and top k once there are.
             data["imagenet_map"] = {k: list(v) for k, v in self.imagenet_map.items()}
             if self.temperature != 1.0:
                 data["temperature"] = self.temperature
+            if self.zero_shot_top_k is not None:
+                data["zero_shot_top_k"] = self.zero_shot_top_k
             return data
         if self.combined:
             data |= {
@@ -124,6 +137,8 @@ class ModelCard:
                 "other_bias": self.other_bias,
                 "prior_weight": self.prior_weight,
             }
+            if self.zero_shot_top_k is not None:
+                data["zero_shot_top_k"] = self.zero_shot_top_k
         return data | {
             "temperature": self.temperature,
             "tta": self.tta,
@@ -146,6 +161,7 @@ class ModelCard:
             zero_shot_temperature=float(data.get("zero_shot_temperature", 1.0)),
             other_bias=float(data.get("other_bias", 0.0)),
             prior_weight=float(data.get("prior_weight", 0.0)),
+            zero_shot_top_k=None if data.get("zero_shot_top_k") is None else int(data["zero_shot_top_k"]),
             tta=bool(data.get("tta", False)),
             files=dict(data.get("files", {})),
             metrics=data.get("metrics", {}),

@@ -11,6 +11,11 @@ classes the head did not learn is set aside as their probability; the head share
     s(c) = head logit(c) / T                      c learned
     s(other) = log q(other) + b  [+ head logit(other) / T once "other" is learned]
 
+q counts each image's top zero_shot_top_k ImageNet classes where the card pins it
+(zero_shot.py); the zero-shot prior of the learned classes (issue 15) keeps the sum over all
+1000, the distribution its weight was measured and is cross-validated with: a top-k q is exactly
+0 for every class outside the image's top k, and log 0 would make the prior a veto.
+
 "other" is on the head's side because zero-shot scores it as the most likely unmapped
 ImageNet class: for a learned class ImageNet has no class for (okapi, emu), q(other) is high,
 and setting it aside would send every learned okapi to "other". The bias b is fitted on
@@ -45,9 +50,9 @@ def tempered(scores: torch.Tensor, temperature: float) -> torch.Tensor:
 class TemperedZeroShot(nn.Module):
     """The zero-shot version's head: ZeroShotHead, then its temperature."""
 
-    def __init__(self, classes: Sequence[str], mapping, temperature: float = 1.0):
+    def __init__(self, classes: Sequence[str], mapping, temperature: float = 1.0, top_k: int | None = None):
         super().__init__()
-        self.zero_shot = ZeroShotHead(classes, mapping)
+        self.zero_shot = ZeroShotHead(classes, mapping, top_k)
         self.temperature = float(temperature)
 
     def forward(self, imagenet_logits: torch.Tensor) -> torch.Tensor:
@@ -71,13 +76,16 @@ class CombinedHead(nn.Module):
 
     def __init__(self, linear: nn.Linear, *, classes: Sequence[str], head_classes: Sequence[str],
                  imagenet_map, temperature: float = 1.0, zero_shot_temperature: float = 1.0,
-                 other_bias: float = 0.0, prior_weight: float = 0.0):
+                 other_bias: float = 0.0, prior_weight: float = 0.0, zero_shot_top_k: int | None = None):
         super().__init__()
         if classes[-1] != OTHER:
             raise ValueError(f"the classes must end with {OTHER!r}, got {list(classes)}")
         self.linear = linear
         mapped = [c for c in classes[:-1] if list(imagenet_map.get(c, ()))]
-        self.zero_shot = TemperedZeroShot(mapped, imagenet_map, zero_shot_temperature)
+        self.zero_shot = TemperedZeroShot(mapped, imagenet_map, zero_shot_temperature, zero_shot_top_k)
+        # The prior's q: the same head over all 1000 ImageNet classes (module docstring).
+        self.prior_zero_shot = (self.zero_shot if zero_shot_top_k is None
+                                else TemperedZeroShot(mapped, imagenet_map, zero_shot_temperature))
         zs_columns = mapped + [OTHER]
         zero_shot_only = [c for c in mapped if c not in head_classes]
         self.other_learned = OTHER in head_classes
@@ -98,14 +106,18 @@ class CombinedHead(nn.Module):
         self.prior_weight = float(prior_weight)
 
     def prior(self, q: torch.Tensor) -> torch.Tensor:
-        """log q of each learned class (see __init__), one column per head output."""
+        """log q of each learned class (see __init__), one column per head output; q from prior_q."""
         return torch.log(q.clamp_min(EPS)) @ self.prior_from_q
 
+    def prior_q(self, imagenet_logits: torch.Tensor) -> torch.Tensor:
+        """The zero-shot distribution the prior is taken from (the module docstring)."""
+        return self.prior_zero_shot(imagenet_logits)
+
     def side_logits(self, head_logits: torch.Tensor, q: torch.Tensor, temperature, other_bias,
-                    prior_weight=None) -> torch.Tensor:
+                    prior_weight=None, prior_q: torch.Tensor | None = None) -> torch.Tensor:
         weight = self.prior_weight if prior_weight is None else prior_weight
         if weight:
-            head_logits = head_logits + weight * self.prior(q)
+            head_logits = head_logits + weight * self.prior(q if prior_q is None else prior_q)
         log_q_other = torch.log((q * self.other_in_q).sum(dim=1, keepdim=True).clamp_min(EPS))
         return (head_logits / temperature) @ self.head_to_side + (log_q_other + other_bias) * self.other_in_side
 
@@ -114,7 +126,8 @@ class CombinedHead(nn.Module):
 
     def from_logits(self, head_logits: torch.Tensor, imagenet_logits: torch.Tensor) -> torch.Tensor:
         q = self.zero_shot(imagenet_logits)
-        return self.mix(q, self.side_logits(head_logits, q, self.temperature, self.other_bias))
+        prior_q = q if self.prior_zero_shot is self.zero_shot else self.prior_q(imagenet_logits)
+        return self.mix(q, self.side_logits(head_logits, q, self.temperature, self.other_bias, prior_q=prior_q))
 
     def mix(self, q: torch.Tensor, side_logits: torch.Tensor) -> torch.Tensor:
         zero_shot_part = q @ self.set_aside
@@ -136,7 +149,8 @@ def fit_calibration(head: CombinedHead, head_logits: np.ndarray, imagenet_logits
         return 1.0, 0.0
     with torch.no_grad():
         x = torch.as_tensor(np.asarray(head_logits), dtype=torch.float32)[on_side]
-        q = head.zero_shot(torch.as_tensor(np.asarray(imagenet_logits), dtype=torch.float32)[on_side])
+        g = torch.as_tensor(np.asarray(imagenet_logits), dtype=torch.float32)[on_side]
+        q, prior_q = head.zero_shot(g), head.prior_q(g)
         y_side = (head.side_to_output.argmax(dim=0))[targets[on_side]]  # output column -> side column
     n = len(y_side)
     log_t = torch.zeros(1, dtype=torch.float32, requires_grad=True)
@@ -145,7 +159,7 @@ def fit_calibration(head: CombinedHead, head_logits: np.ndarray, imagenet_logits
 
     def closure():
         optimizer.zero_grad()
-        logits = head.side_logits(x, q, log_t.exp(), bias)
+        logits = head.side_logits(x, q, log_t.exp(), bias, prior_q=prior_q)
         loss = nn.functional.cross_entropy(logits, y_side)
         loss = loss + (log_t.square().sum() / (2 * LOG_T_PRIOR_SIGMA**2)
                        + bias.square().sum() / (2 * OTHER_BIAS_PRIOR_SIGMA**2)) / n

@@ -83,7 +83,8 @@ class Predictor:
             card.verify_files(model_dir)
         self.backbone = load_backbone(card.backbone, weights_dir=weights_dir)
         if card.kind == KIND_ZERO_SHOT:
-            self.head = TemperedZeroShot(card.classes[:-1], card.imagenet_map, card.temperature)
+            self.head = TemperedZeroShot(card.classes[:-1], card.imagenet_map, card.temperature,
+                                         card.zero_shot_top_k)
         else:
             state = torch.load(Path(model_dir) / card.weights_file, map_location="cpu", weights_only=True)
             spec = get_spec(card.backbone)
@@ -101,7 +102,8 @@ class Predictor:
                 self.head = CombinedHead(self.head, classes=card.classes, head_classes=card.head_classes,
                                          imagenet_map=card.imagenet_map, temperature=card.temperature,
                                          zero_shot_temperature=card.zero_shot_temperature,
-                                         other_bias=card.other_bias, prior_weight=card.prior_weight)
+                                         other_bias=card.other_bias, prior_weight=card.prior_weight,
+                                         zero_shot_top_k=card.zero_shot_top_k)
         self.backbone = self.backbone.to(self.device).eval()
         if self.device.type == "cuda":
             self.backbone = self.backbone.to(memory_format=torch.channels_last)

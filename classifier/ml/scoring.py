@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .backbones import load_backbone
-from .cards import KIND_FINETUNE, zero_shot_temperature
+from .cards import KIND_FINETUNE, ZERO_SHOT_TOP_K, zero_shot_temperature
 from .class_map import OTHER, default_mapping
 from .combine import CombinedHead, combined_probabilities, fit_calibration
 from .config import Outcome, TrainConfig
@@ -30,6 +30,7 @@ class Scores:
     other_bias: float
     zero_shot_temperature: float
     prior_weight: float
+    zero_shot_top_k: int | None
     val: ClassificationMetrics  # out-of-fold predictions where the head was cross-validated
     test: ClassificationMetrics
     test_before: ClassificationMetrics  # T = 1, b = 0
@@ -63,7 +64,8 @@ def combined_head(plan: ClassPlan, class_map: dict, *, linear: nn.Module | None 
                   zero_shot_temperature_: float = 1.0, other_bias: float = 0.0) -> CombinedHead:
     return CombinedHead(linear if linear is not None else nn.Identity(), classes=plan.classes,
                         head_classes=plan.learned, imagenet_map=class_map, temperature=temperature,
-                        zero_shot_temperature=zero_shot_temperature_, other_bias=other_bias)
+                        zero_shot_temperature=zero_shot_temperature_, other_bias=other_bias,
+                        zero_shot_top_k=ZERO_SHOT_TOP_K)
 
 
 @lru_cache(maxsize=2)
@@ -84,7 +86,7 @@ def prior_function(config: TrainConfig, plan: ClassPlan, class_map: dict[str, li
 
     def prior(features: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            return head.prior(head.zero_shot(torch.as_tensor(imagenet_logits(config, features)))).numpy()
+            return head.prior(head.prior_q(torch.as_tensor(imagenet_logits(config, features)))).numpy()
 
     return prior
 
@@ -119,7 +121,7 @@ def score(config: TrainConfig, plan: ClassPlan, class_map: dict[str, list[int]],
 
     before = metrics("test", outcome.test_logits, 1.0, 0.0)
     return Scores(temperature=temperature, other_bias=bias, zero_shot_temperature=t_zero,
-                  prior_weight=head.prior_weight,
+                  prior_weight=head.prior_weight, zero_shot_top_k=ZERO_SHOT_TOP_K,
                   val=metrics("val", outcome.val_logits, temperature, bias),
                   test=metrics("test", outcome.test_logits, temperature, bias), test_before=before)
 

@@ -118,6 +118,7 @@ def fit(config: TrainConfig, *, progress: Progress | None = None) -> TrainResult
         zero_shot_temperature=scores.zero_shot_temperature,
         other_bias=scores.other_bias,
         prior_weight=scores.prior_weight,
+        zero_shot_top_k=scores.zero_shot_top_k,
         tta=config.use_tta,
         files={name: "" for name in outcome.weights},  # write_model_dir fills in the checksums
         metrics={"test": scores.test.to_dict(), "val": scores.val.to_dict(),

@@ -19,6 +19,7 @@ def test_it_makes_one_production_version_for_a_class_list(first_version):
     assert first_version.kind == "zero_shot"
     assert first_version.status == ModelVersion.Status.PRODUCTION
     assert first_version.classes == ["cat", "dog", "other"]
+    assert first_version.card["zero_shot_top_k"] == 5  # new versions count each image's top five ImageNet classes
     assert selectors.production_model() == first_version
 
 
@@ -59,6 +60,18 @@ def test_it_goes_back_to_the_version_of_an_earlier_class_list(first_version):
     assert version == first_version
     assert selectors.production_model() == first_version
     assert ModelVersion.objects.count() == 2
+
+
+def test_it_makes_the_zero_shot_version_on_the_default_backbone(first_version, settings):
+    assert first_version.backbone == settings.DEFAULT_BACKBONE
+    settings.DEFAULT_BACKBONE = "efficientnet_lite1"
+
+    new = registry.zero_shot_version_sync()
+
+    assert new != first_version and selectors.production_model() == new
+    assert new.backbone == new.card["backbone"] == "efficientnet_lite1"
+    assert new.card["preprocessing"]["crop_size"] == 240  # Lite1's own input size, from its spec
+    assert new.classes == first_version.classes
 
 
 def test_it_does_not_take_production_from_a_trained_model(first_version):

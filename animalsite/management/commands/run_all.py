@@ -9,6 +9,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from animalsite import processes
+from classifier import registry
 
 
 class Command(BaseCommand):
@@ -21,6 +22,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, host, port, web_workers, **options):
         queues = [settings.INFERENCE_QUEUE, settings.TRAINING_QUEUE]
+        registry.backbone_sync()  # a changed DEFAULT_BACKBONE: re-embed in a job the worker below runs
         children = [
             processes.start(processes.web_command(f"{host}:{port}", workers=web_workers), name="web"),
             processes.start(processes.worker_command(queues, name="embedded", quiet=False), name="worker"),

@@ -93,3 +93,22 @@ def finetune_args(tiny_tree: Path, out: Path, checkpoint: Path, *, epochs: int, 
     return ["--data", str(tiny_tree), "--out", str(out), "--mode", "finetune", "--epochs", str(epochs),
             "--batch-size", "6", "--image-size", str(FINETUNE_SIZE), "--workers", "0", "--cache-dir", str(cache),
             "--checkpoint", str(checkpoint), *SPLIT_ARGS]
+
+
+@pytest.fixture
+def empty_torch_hub(tmp_path, monkeypatch):
+    """Torch's hub folder and WEIGHTS_DIR point at nothing, so a developer's cache can't help."""
+    monkeypatch.delenv("WEIGHTS_DIR", raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    monkeypatch.setattr(torch.hub, "_hub_dir", torch.hub._hub_dir)  # restored after the test
+    torch.hub.set_dir(str(tmp_path / "hub"))
+    return tmp_path / "hub"
+
+
+@pytest.fixture
+def no_downloads(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a test tried to download weights")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)

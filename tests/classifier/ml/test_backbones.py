@@ -12,25 +12,6 @@ from classifier.ml.backbone_specs import TORCHVISION_WEIGHTS
 from classifier.ml.backbones import Backbone, UnknownBackbone, WeightsNotFound, get_spec, load_backbone
 
 
-@pytest.fixture
-def empty_torch_hub(tmp_path, monkeypatch):
-    """Torch's hub folder and WEIGHTS_DIR point at nothing, so a developer's cache can't help."""
-    monkeypatch.delenv("WEIGHTS_DIR", raising=False)
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
-    monkeypatch.setattr(torch.hub, "_hub_dir", torch.hub._hub_dir)  # restored after the test
-    torch.hub.set_dir(str(tmp_path / "hub"))
-    return tmp_path / "hub"
-
-
-@pytest.fixture
-def no_downloads(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("a test tried to download weights")
-
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
-    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
-
-
 @pytest.fixture(scope="module")
 def lite0():
     return load_backbone("efficientnet_lite0")

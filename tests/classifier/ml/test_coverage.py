@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from classifier.ml import train
+from classifier.ml.cards import ZERO_SHOT_TOP_K
 from classifier.ml.class_map import default_mapping
 from classifier.ml.combine import CombinedHead
 from classifier.ml.coverage import coverage_loss, plan_classes, served_classes
@@ -43,6 +44,12 @@ def test_the_card_says_how_each_class_is_served(subset_model):
                    "okapi": "not_served", "other": "zero_shot"}
     assert card.served["okapi"]["needs"] == SPLIT_KWARGS["min_per_class"]
     assert served_classes(card) == set(card.classes)
+
+
+def test_the_card_pins_the_top_k_its_zero_shot_part_counts(subset_model):
+    card = subset_model.card
+    assert card.zero_shot_top_k == ZERO_SHOT_TOP_K
+    assert Predictor.from_dir(subset_model.model_dir).head.zero_shot.zero_shot.top_k == ZERO_SHOT_TOP_K
 
 
 def test_the_unlearned_classes_keep_their_zero_shot_scores_and_probabilities_sum_to_one(subset_model, photos):

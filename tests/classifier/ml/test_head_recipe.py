@@ -80,3 +80,24 @@ def test_folds_are_stratified():
 @pytest.fixture(autouse=True)
 def _one_thread():
     torch.set_num_threads(1)
+
+
+def test_top_k_changes_the_served_zero_shot_scores_but_not_the_prior():
+    # The prior's weight was measured on the sum over all 1000 ImageNet classes; a top-k q is 0
+    # outside the image's top k, and log 0 would turn the prior into a veto.
+    x, y = features(6, signal=1.0)
+    fit = fit_recipe(x, y, len(CLASSES), grid=GRID)
+    heads = [CombinedHead(fit.layer, classes=("cat", "dog", "okapi", "ox", "other"), head_classes=CLASSES,
+                          imagenet_map={"cat": [281], "dog": list(range(151, 269)), "ox": [345]},
+                          prior_weight=0.25, zero_shot_top_k=k) for k in (None, 5)]
+    g = torch.zeros(len(y), 1000)
+    g[:, 151:269] = 3.0  # the dog breeds' long tail
+    g[:, 345] = 6.5  # one confident ox
+    g[:, 281] = torch.linspace(-2, 2, len(y))  # cat, outside every image's top five
+
+    every, top_five = (head(torch.from_numpy(x), g) for head in heads)
+
+    assert torch.allclose(heads[0].prior_q(g), heads[1].prior_q(g))
+    assert torch.allclose(heads[0].prior(heads[0].prior_q(g)), heads[1].prior(heads[1].prior_q(g)))
+    assert (top_five[:, 3] > every[:, 3]).all()  # the ox, served by zero-shot, no longer loses to the breeds
+    assert torch.allclose(top_five.sum(dim=1), torch.ones(len(y)), atol=1e-5)

@@ -15,6 +15,7 @@ from classifier.ml.zero_shot import (
 DALMATIAN = 251
 FLAMINGO = 130
 TENCH = 0  # a fish no test class claims
+OX = 345
 
 
 def test_it_finds_an_exact_name():
@@ -135,3 +136,63 @@ def test_it_predicts_other_for_a_spike_on_an_unmapped_class(head):
     probs = head(spike(TENCH))
     assert probs.argmax(dim=1).item() == 3
     assert probs[0, 3] > 0.99
+
+
+# --- top k: only each image's most likely ImageNet classes count ------------------------------
+
+def dogs_against_an_ox() -> torch.Tensor:
+    """One confident ox (p ~ 0.17), each of the 118 dog breeds at ~0.005 (together ~0.6)."""
+    logits = torch.zeros(1, NUM_IMAGENET_CLASSES)
+    logits[0, default_mapping(["dog"])["dog"]] = 3.0
+    logits[0, OX] = 6.5
+    return logits
+
+
+def test_the_long_tail_of_dog_breeds_outweighs_a_confident_ox_in_the_sum_over_all():
+    classes = ["dog", "ox"]
+    probs = ZeroShotHead(classes, default_mapping(classes))(dogs_against_an_ox())
+    assert probs.argmax(dim=1).item() == 0
+
+
+def test_top_k_counts_only_the_images_top_classes():
+    classes = ["dog", "ox"]
+    logits = dogs_against_an_ox()
+    p = torch.softmax(logits, dim=1)[0]
+
+    probs = ZeroShotHead(classes, default_mapping(classes), top_k=5)(logits)[0]
+
+    # ox and four dog breeds are the top five; the other 114 breeds no longer count
+    assert probs.argmax().item() == 1
+    assert probs[1].item() == pytest.approx((p[OX] / (p[OX] + 4 * p[151])).item(), rel=1e-5)
+    assert probs[2].item() == 0.0  # no unmapped class is among the top five
+
+
+def test_top_k_probabilities_sum_to_one():
+    classes = ["dalmatian", "flamingo", "dog"]
+    probs = ZeroShotHead(classes, default_mapping(classes), top_k=5)(torch.randn(16, NUM_IMAGENET_CLASSES) * 4)
+    assert (probs >= 0).all()
+    assert torch.allclose(probs.sum(dim=1), torch.ones(16), atol=1e-6)
+
+
+def test_top_k_other_is_the_most_likely_unmapped_class_within_the_top_k():
+    classes = ["dalmatian", "flamingo"]
+    logits = torch.zeros(1, NUM_IMAGENET_CLASSES)
+    logits[0, [TENCH, DALMATIAN, FLAMINGO, 1, 2]] = torch.tensor([8.0, 7.0, 6.0, 5.0, 4.0])
+    p = torch.softmax(logits, dim=1)[0]
+
+    probs = ZeroShotHead(classes, default_mapping(classes), top_k=3)(logits)[0]
+
+    expected = torch.stack([p[DALMATIAN], p[FLAMINGO], p[TENCH]])
+    assert torch.allclose(probs, expected / expected.sum(), atol=1e-6)
+
+
+def test_top_k_of_all_imagenet_classes_is_the_sum_over_all():
+    classes = ["dalmatian", "flamingo", "dog"]
+    logits = torch.randn(4, NUM_IMAGENET_CLASSES) * 3
+    everything = ZeroShotHead(classes, default_mapping(classes), top_k=NUM_IMAGENET_CLASSES)(logits)
+    assert torch.allclose(everything, ZeroShotHead(classes, default_mapping(classes))(logits), atol=1e-6)
+
+
+def test_it_refuses_a_top_k_outside_the_imagenet_classes():
+    with pytest.raises(ValueError, match="top_k"):
+        ZeroShotHead(["dog"], default_mapping(["dog"]), top_k=0)
