@@ -18,7 +18,8 @@ def test_a_message_appears_in_the_queue_folder_only_once_it_is_whole(tmp_path, m
         return encode(text)
 
     monkeypatch.setattr(broker, "str_to_bytes", spy)
-    options = {"data_folder_in": str(folder), "data_folder_out": str(folder)}
+    options = {"data_folder_in": str(folder), "data_folder_out": str(folder),
+               "control_folder": str(tmp_path / "control")}
     with Connection("filesystem://", transport_options=options) as connection:
         assert isinstance(connection.transport, broker.Transport)
         queue = connection.SimpleQueue("atomic")
