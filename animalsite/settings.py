@@ -185,6 +185,10 @@ STATIC_ROOT = Path(env_str("STATIC_ROOT", str(VAR_DIR / "staticfiles")))
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns on every start without it
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
+# Media is private (animalsite/media.py checks every request). Behind nginx, set this to an
+# `internal` location that aliases MEDIA_ROOT (e.g. /protected-media/): Django then answers
+# with X-Accel-Redirect and nginx sends the bytes.
+MEDIA_ACCEL_REDIRECT_PREFIX = env_str("MEDIA_ACCEL_REDIRECT_PREFIX", "")
 
 # Image files go through Django's storage API only, so workers on other nodes can share an
 # object store (django-storages) by setting MEDIA_STORAGE and MEDIA_STORAGE_OPTIONS alone.
@@ -207,6 +211,8 @@ STORAGES = {
 UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_BYTES", 20 * 1024 * 1024, minimum=1024)
 UPLOAD_MAX_PIXELS = env_int("UPLOAD_MAX_PIXELS", 50_000_000, minimum=10_000)
 UPLOAD_MAX_FILES = env_int("UPLOAD_MAX_FILES", 100, minimum=1)
+# A label import's zip (checked before it is stored; nginx's client_max_body_size should match).
+IMPORT_MAX_BYTES = env_int("IMPORT_MAX_BYTES", 500 * 1024 * 1024, minimum=1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = UPLOAD_MAX_BYTES + 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 DATA_UPLOAD_MAX_NUMBER_FILES = UPLOAD_MAX_FILES

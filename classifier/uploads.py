@@ -32,7 +32,7 @@ class UploadRejected(Rejected):
 @dataclass(frozen=True)
 class UploadResult:
     image: Image
-    created: bool  # False: this content was already stored, the upload was recorded on it
+    created: bool  # False: this uploader had sent this content before; the upload was recorded on it
 
 
 def image_validate(*, data: bytes) -> DecodedImage:
@@ -103,10 +103,13 @@ def _image_store(*, user, filename: str, data: bytes, decoded: DecodedImage, cla
         except IntegrityError:
             # The same content arrived twice at once; the other request stored it.
             existing = Image.objects.get(sha256=digest)
+    # "created" is per uploader: content someone else sent answers like a fresh upload, so an
+    # upload never tells whether another user has the same photo.
+    seen_before = Upload.objects.filter(image=existing, user=user).exists()
     Upload.objects.create(image=existing, user=user, filename=filename[:255])
     if existing.status == Image.Status.FAILED and classify:
         image_requeue(image=existing)
-    return UploadResult(image=existing, created=False)
+    return UploadResult(image=existing, created=not seen_before)
 
 
 def image_requeue(*, image: Image) -> None:
