@@ -211,6 +211,9 @@ STORAGES = {
 UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_BYTES", 20 * 1024 * 1024, minimum=1024)
 UPLOAD_MAX_PIXELS = env_int("UPLOAD_MAX_PIXELS", 50_000_000, minimum=10_000)
 UPLOAD_MAX_FILES = env_int("UPLOAD_MAX_FILES", 100, minimum=1)
+# Memory one decoded image may take (classifier/ml/images.py): larger JPEGs are decoded at a
+# reduced scale, other formats refused. The web and the workers stay well under 1 GB per image.
+UPLOAD_MAX_DECODED_BYTES = env_int("UPLOAD_MAX_DECODED_BYTES", 256 * 1024 * 1024, minimum=1024 * 1024)
 # A label import's zip (checked before it is stored; nginx's client_max_body_size should match).
 IMPORT_MAX_BYTES = env_int("IMPORT_MAX_BYTES", 500 * 1024 * 1024, minimum=1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = UPLOAD_MAX_BYTES + 1024 * 1024
@@ -254,6 +257,9 @@ TRAINING_VAL_FRACTION = env_float("TRAINING_VAL_FRACTION", 0.15, minimum=0.05, m
 TRAINING_HEAD_TTA = env_bool("TRAINING_HEAD_TTA", False)
 TRAINING_EPOCHS = env_int("TRAINING_EPOCHS", 30, minimum=1)  # finetune
 TRAINING_BATCH_SIZE = env_int("TRAINING_BATCH_SIZE", 32, minimum=1)
+# The most a training request may ask for (400 naming the option above these).
+TRAINING_MAX_EPOCHS = env_int("TRAINING_MAX_EPOCHS", 500, minimum=1)
+TRAINING_MAX_BATCH_SIZE = env_int("TRAINING_MAX_BATCH_SIZE", 512, minimum=1)
 TRAINING_DEVICE = env_str("TRAINING_DEVICE", "auto")  # auto: cuda when present
 # A running training run whose worker has not reported for this long is marked failed.
 TRAINING_HEARTBEAT_TIMEOUT_S = env_int("TRAINING_HEARTBEAT_TIMEOUT_S", 600, minimum=2)
@@ -367,6 +373,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Ids in paths (classifier/converters.py): integers that fit a 64-bit column.
+    "PATH_CONVERTER_OVERRIDES": {"id": {"type": "integer", "minimum": 0, "maximum": 999_999_999_999_999_999}},
 }
 
 LOGGING = {

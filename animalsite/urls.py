@@ -8,6 +8,8 @@ from classifier.api import images as images_api
 
 from .media import media_file
 
+handler404 = "animalsite.not_found.not_found"
+
 router = DefaultRouter()
 router.register("images", images_api.ImageViewSet, basename="api-image")
 router.register("species", images_api.SpeciesViewSet, basename="api-species")

@@ -38,7 +38,8 @@ class UploadResult:
 def image_validate(*, data: bytes) -> DecodedImage:
     if len(data) > settings.UPLOAD_MAX_BYTES:
         raise InvalidImage(f"The file is {len(data):,} bytes; the limit is {settings.UPLOAD_MAX_BYTES:,}.")
-    return decode_image(data, max_pixels=settings.UPLOAD_MAX_PIXELS)
+    return decode_image(data, max_pixels=settings.UPLOAD_MAX_PIXELS,
+                        max_decoded_bytes=settings.UPLOAD_MAX_DECODED_BYTES)
 
 
 def _read_limited(file) -> bytes:
