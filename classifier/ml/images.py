@@ -92,7 +92,7 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS,
             raise InvalidImage(f"The image data is truncated or corrupt ({e}).") from None
         fmt = im.format
         try:
-            im = ImageOps.exif_transpose(im)
+            ImageOps.exif_transpose(im, in_place=True)  # a copy would double the memory
         except Exception:  # a broken EXIF block should not cost the picture
             pass
         rgb = to_rgb(im)
