@@ -19,6 +19,8 @@ from django.conf import settings
 from django.core.files.storage import default_storage
 from django.http import FileResponse, Http404, HttpResponse, HttpResponseRedirect
 from django.views.decorators.http import require_safe
+from rest_framework.authentication import TokenAuthentication
+from rest_framework.exceptions import AuthenticationFailed
 
 from classifier.models import Image
 from labeling.models import ImportJob
@@ -64,9 +66,20 @@ def _send(name: str):
     return FileResponse(default_storage.open(name, "rb"), content_type=content_type)
 
 
+def _user(request):
+    """The session's user, or an API client's (the same `Authorization: Token ...` as the API)."""
+    if request.user.is_authenticated:
+        return request.user
+    try:
+        found = TokenAuthentication().authenticate(request)
+    except AuthenticationFailed:
+        found = None
+    return found[0] if found else request.user
+
+
 @require_safe
 def media_file(request, path: str):
-    if not media_allowed(request.user, path):
+    if not media_allowed(_user(request), path):
         raise Http404("No such file")
     response = _send(path)
     # Private: shared caches must never keep it; the browser may (names are content-addressed).

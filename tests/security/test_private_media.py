@@ -144,3 +144,12 @@ def test_uploading_a_copy_of_someone_elses_photo_reveals_nothing(client, alices_
     assert set(answer) == {"id", "status", "created", "filename", "url"}
     again = client.post("/api/images/", {"files": [SimpleUploadedFile("copy.jpg", data)]}).json()[0]
     assert again["created"] is False  # bob's own repeat is a repeat
+
+
+def test_api_clients_fetch_media_with_their_token(client, alices_image, alice, bob):
+    from rest_framework.authtoken.models import Token
+
+    url = media_url(alices_image, "original")
+    assert client.get(url, HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=alice).key}").status_code == 200
+    assert client.get(url, HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=bob).key}").status_code == 404
+    assert client.get(url, HTTP_AUTHORIZATION="Token not-a-token").status_code == 404
