@@ -344,6 +344,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Every operation documents its error answers (401, 403, 404, 400, 409) as {"detail": ...}.
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                             "classifier.api.schema.document_errors"],
     "ENUM_NAME_OVERRIDES": {"ModelVersionStatusEnum": "classifier.models.ModelVersion.Status"},
     # Ids in paths (classifier/converters.py): integers that fit a 64-bit column.
     "PATH_CONVERTER_OVERRIDES": {"id": {"type": "integer", "minimum": 0, "maximum": 999_999_999_999_999_999}},

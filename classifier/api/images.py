@@ -7,6 +7,7 @@ from rest_framework.reverse import reverse
 
 from .. import selectors, uploads
 from ..converters import ID_REGEX
+from ..errors import Rejected
 from ..models import Image
 from ..training.snapshots import training_labels
 from .serializers import (
@@ -49,6 +50,8 @@ class ImageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         images = selectors.images_visible_to(self.request.user)
         params = self.request.query_params
         if params.get("status"):
+            if params["status"] not in Image.Status.values:
+                raise Rejected(f"Unknown status {params['status']!r}; choose one of: {', '.join(Image.Status.values)}")
             images = images.filter(status=params["status"])
         if params.get("label"):
             wanted = params["label"].strip().lower()

@@ -182,3 +182,11 @@ def test_a_jpeg_over_the_budget_is_decoded_at_a_reduced_scale(client, alice, set
     settings.UPLOAD_MAX_DECODED_BYTES = 1024 * 1024
     refused = upload(client, "png.png", make_image_bytes("PNG", size=(1600, 1200)))
     assert refused.status_code == 400
+
+
+def test_an_unknown_status_filter_answers_400(client, alice):
+    client.force_login(alice)
+    response = client.get("/api/images/?status=AAA")
+    assert response.status_code == 400
+    assert "queued" in response.json()["detail"]
+    assert client.get("/api/images/?status=queued").status_code == 200
