@@ -49,7 +49,7 @@ class ImageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     def get_queryset(self):
         images = selectors.images_visible_to(self.request.user)
         params = self.request.query_params
-        if params.get("status"):
+        if "status" in params:  # an empty or unknown value is a mistake, not "any status"
             if params["status"] not in Image.Status.values:
                 raise Rejected(f"Unknown status {params['status']!r}; choose one of: {', '.join(Image.Status.values)}")
             images = images.filter(status=params["status"])

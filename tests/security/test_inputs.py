@@ -189,4 +189,14 @@ def test_an_unknown_status_filter_answers_400(client, alice):
     response = client.get("/api/images/?status=AAA")
     assert response.status_code == 400
     assert "queued" in response.json()["detail"]
+    assert client.get("/api/images/?status=").status_code == 400
     assert client.get("/api/images/?status=queued").status_code == 200
+
+
+def test_a_page_that_is_not_one_whole_number_answers_404(client, alice):
+    client.force_login(alice)
+    for query in ["page=", "page=abc", "page=1&page=2", "page=-1"]:
+        response = client.get(f"/api/images/?{query}")
+        assert response.status_code == 404, query
+        assert response.json()["detail"]
+    assert client.get("/api/images/?page=1").status_code == 200
