@@ -7,7 +7,7 @@ which files exist.
 
 How the allowed bytes leave: behind nginx (MEDIA_ACCEL_REDIRECT_PREFIX set) an
 `X-Accel-Redirect` header hands the file to nginx's internal location; with a storage that has
-local paths (the embedded default) Django streams the file; with a remote storage (S3) a
+file system storage (the embedded default) Django streams the file; with any other (S3) a
 redirect to the storage's URL, which django-storages signs with a short expiry
 (`querystring_expire` in MEDIA_STORAGE_OPTIONS).
 """
@@ -16,7 +16,7 @@ import mimetypes
 from pathlib import PurePosixPath
 
 from django.conf import settings
-from django.core.files.storage import default_storage
+from django.core.files.storage import FileSystemStorage, default_storage
 from django.http import FileResponse, Http404, HttpResponse, HttpResponseRedirect
 from django.views.decorators.http import require_safe
 from rest_framework.authentication import TokenAuthentication
@@ -57,9 +57,7 @@ def _send(name: str):
         response = HttpResponse(content_type=content_type)
         response["X-Accel-Redirect"] = prefix.rstrip("/") + "/" + name
         return response
-    try:
-        default_storage.path(name)
-    except NotImplementedError:  # a remote storage: its own (signed, expiring) URL
+    if not isinstance(default_storage, FileSystemStorage):  # remote (S3): its own signed, expiring URL
         return HttpResponseRedirect(default_storage.url(name))
     if not default_storage.exists(name):
         raise Http404("No such file")

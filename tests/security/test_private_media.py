@@ -153,3 +153,18 @@ def test_api_clients_fetch_media_with_their_token(client, alices_image, alice, b
     assert client.get(url, HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=alice).key}").status_code == 200
     assert client.get(url, HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=bob).key}").status_code == 404
     assert client.get(url, HTTP_AUTHORIZATION="Token not-a-token").status_code == 404
+
+
+def test_with_a_remote_storage_the_allowed_user_is_sent_to_its_signed_url(client, settings, alice, bob):
+    # InMemoryStorage has no local paths, like S3; its url() stands in for a presigned URL.
+    settings.STORAGES = {**settings.STORAGES, "default": {
+        "BACKEND": "django.core.files.storage.InMemoryStorage",
+        "OPTIONS": {"base_url": "https://bucket.example.org/"}}}
+    image = uploads.image_upload(user=alice, filename="d.jpg", data=demo_photo("okapi").read_bytes()).image
+    url = f"/media/{image.original.name}"
+    client.force_login(alice)
+    response = client.get(url)
+    assert response.status_code == 302
+    assert response["Location"] == f"https://bucket.example.org/{image.original.name}"
+    client.force_login(bob)
+    assert client.get(url).status_code == 404
