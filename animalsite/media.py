@@ -6,7 +6,7 @@ staff. Anything else under MEDIA_ROOT is never served. A refusal is a 404, so no
 which files exist.
 
 How the allowed bytes leave: behind nginx (MEDIA_ACCEL_REDIRECT_PREFIX set) an
-`X-Accel-Redirect` header hands the file to nginx's internal location; with a storage that has
+`X-Accel-Redirect` header hands the file to nginx's internal location; with the
 file system storage (the embedded default) Django streams the file; with any other (S3) a
 redirect to the storage's URL, which django-storages signs with a short expiry
 (`querystring_expire` in MEDIA_STORAGE_OPTIONS).
