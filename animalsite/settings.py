@@ -5,78 +5,17 @@ var/) so that a laptop runs the whole product with no services. Bad values fail 
 with ImproperlyConfigured, never later in a request or a task.
 """
 
-import json
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from .env import env_bool, env_float, env_int, env_json, env_list, env_str
+
 BASE_DIR = Path(__file__).resolve().parent.parent
-
-
-def env_str(name: str, default: str | None = None) -> str | None:
-    value = os.environ.get(name)
-    return default if value is None or value == "" else value
-
-
-def env_bool(name: str, default: bool) -> bool:
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return default
-    lowered = value.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ImproperlyConfigured(f"{name}={value!r} is not a boolean; use 1/0, true/false, yes/no, on/off")
-
-
-def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return default
-    try:
-        number = int(value)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name}={value!r} is not an integer") from None
-    if minimum is not None and number < minimum:
-        raise ImproperlyConfigured(f"{name}={number} must be at least {minimum}")
-    return number
-
-
-def env_float(name: str, default: float, *, minimum: float | None = None, maximum: float | None = None) -> float:
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return default
-    try:
-        number = float(value)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name}={value!r} is not a number") from None
-    if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
-        raise ImproperlyConfigured(f"{name}={number} must be between {minimum} and {maximum}")
-    return number
-
-
-def env_list(name: str, default: list[str]) -> list[str]:
-    value = os.environ.get(name)
-    if value is None or value.strip() == "":
-        return default
-    return [item.strip() for item in value.split(",") if item.strip()]
-
-
-def env_json(name: str, default: dict) -> dict:
-    value = os.environ.get(name)
-    if value is None or value.strip() == "":
-        return default
-    try:
-        parsed = json.loads(value)
-    except json.JSONDecodeError as e:
-        raise ImproperlyConfigured(f"{name} is not valid JSON: {e}") from None
-    if not isinstance(parsed, dict):
-        raise ImproperlyConfigured(f"{name} must be a JSON object")
-    return parsed
 
 
 VAR_DIR = Path(env_str("VAR_DIR", str(BASE_DIR / "var")))
@@ -116,6 +55,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",
+    "axes",
     "classifier",
     "labeling",
     "animalsite",  # the commands that run the whole product: run_all, demo_setup
@@ -130,6 +70,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "animalsite.security.ContentSecurityPolicyMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: answers 429 to a locked-out login
 ]
 
 ROOT_URLCONF = "animalsite.urls"
@@ -172,6 +114,35 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "upload"
+
+# HTTPS: set HTTPS=1 where the site is served over TLS (nginx or a load balancer in front, which
+# sets X-Forwarded-Proto): SSL redirect, secure cookies and HSTS follow; each has its own
+# variable too. With DEBUG=0, SECRET_KEY, ALLOWED_HOSTS and HTTPS=1, `check --deploy` is clean.
+HTTPS = env_bool("HTTPS", False)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", HTTPS)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", HTTPS)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 365 * 24 * 3600 if HTTPS else 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", HTTPS)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", HTTPS)
+if env_bool("SECURE_PROXY_SSL_HEADER", HTTPS):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# animalsite/security.py sends it; "" sends none. Add the object store's origin to img-src when
+# media is on S3 (the media view redirects there).
+CONTENT_SECURITY_POLICY = os.environ.get("CONTENT_SECURITY_POLICY", (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'self'; frame-ancestors 'none'; form-action 'self'"
+))
+
+# Login throttling (django-axes): after LOGIN_FAILURE_LIMIT wrong passwords for one username from
+# one address, logins for that pair answer 429 for LOGIN_COOLOFF_MINUTES. Logins go through
+# authenticate(request=...) (the login form, the admin); API clients use tokens.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_ENABLED = env_bool("LOGIN_THROTTLING", True)
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_COOLOFF_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False
 LOGOUT_REDIRECT_URL = "login"
 
 LANGUAGE_CODE = "en-us"
@@ -185,6 +156,10 @@ STATIC_ROOT = Path(env_str("STATIC_ROOT", str(VAR_DIR / "staticfiles")))
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns on every start without it
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
+# Media is private (animalsite/media.py checks every request). Behind nginx, set this to an
+# `internal` location that aliases MEDIA_ROOT (e.g. /protected-media/): Django then answers
+# with X-Accel-Redirect and nginx sends the bytes.
+MEDIA_ACCEL_REDIRECT_PREFIX = env_str("MEDIA_ACCEL_REDIRECT_PREFIX", "")
 
 # Image files go through Django's storage API only, so workers on other nodes can share an
 # object store (django-storages) by setting MEDIA_STORAGE and MEDIA_STORAGE_OPTIONS alone.
@@ -207,6 +182,11 @@ STORAGES = {
 UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_BYTES", 20 * 1024 * 1024, minimum=1024)
 UPLOAD_MAX_PIXELS = env_int("UPLOAD_MAX_PIXELS", 50_000_000, minimum=10_000)
 UPLOAD_MAX_FILES = env_int("UPLOAD_MAX_FILES", 100, minimum=1)
+# Memory one decoded image may take (classifier/ml/images.py): larger JPEGs are decoded at a
+# reduced scale, other formats refused. The web and the workers stay well under 1 GB per image.
+UPLOAD_MAX_DECODED_BYTES = env_int("UPLOAD_MAX_DECODED_BYTES", 256 * 1024 * 1024, minimum=1024 * 1024)
+# A label import's zip (checked before it is stored; nginx's client_max_body_size should match).
+IMPORT_MAX_BYTES = env_int("IMPORT_MAX_BYTES", 500 * 1024 * 1024, minimum=1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = UPLOAD_MAX_BYTES + 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 DATA_UPLOAD_MAX_NUMBER_FILES = UPLOAD_MAX_FILES
@@ -248,6 +228,9 @@ TRAINING_VAL_FRACTION = env_float("TRAINING_VAL_FRACTION", 0.15, minimum=0.05, m
 TRAINING_HEAD_TTA = env_bool("TRAINING_HEAD_TTA", False)
 TRAINING_EPOCHS = env_int("TRAINING_EPOCHS", 30, minimum=1)  # finetune
 TRAINING_BATCH_SIZE = env_int("TRAINING_BATCH_SIZE", 32, minimum=1)
+# The most a training request may ask for (400 naming the option above these).
+TRAINING_MAX_EPOCHS = env_int("TRAINING_MAX_EPOCHS", 500, minimum=1)
+TRAINING_MAX_BATCH_SIZE = env_int("TRAINING_MAX_BATCH_SIZE", 512, minimum=1)
 TRAINING_DEVICE = env_str("TRAINING_DEVICE", "auto")  # auto: cuda when present
 # A running training run whose worker has not reported for this long is marked failed.
 TRAINING_HEARTBEAT_TIMEOUT_S = env_int("TRAINING_HEARTBEAT_TIMEOUT_S", 600, minimum=2)
@@ -347,7 +330,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.TokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "DEFAULT_PAGINATION_CLASS": "classifier.api.pagination.StrictPageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "classifier.api.errors.exception_handler",
@@ -361,6 +344,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Every operation documents its error answers (401, 403, 404, 400, 409) as {"detail": ...}.
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                             "classifier.api.schema.document_errors"],
+    "ENUM_NAME_OVERRIDES": {"ModelVersionStatusEnum": "classifier.models.ModelVersion.Status"},
+    # Ids in paths (classifier/converters.py): integers that fit a 64-bit column.
+    "PATH_CONVERTER_OVERRIDES": {"id": {"type": "integer", "minimum": 0, "maximum": 999_999_999_999_999_999}},
 }
 
 LOGGING = {

@@ -1,18 +1,14 @@
-from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path, re_path
-from django.views.static import serve
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.routers import DefaultRouter
 
 from classifier.api import images as images_api
 
+from .media import media_file
 
-def serve_media(request, path):
-    # MEDIA_ROOT is read per request: tests (and operators) may point it elsewhere.
-    return serve(request, path, document_root=settings.MEDIA_ROOT)
-
+handler404 = "animalsite.not_found.not_found"
 
 router = DefaultRouter()
 router.register("images", images_api.ImageViewSet, basename="api-image")
@@ -26,10 +22,9 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
 ]
 
-if settings.STORAGES["default"]["BACKEND"].endswith("FileSystemStorage"):
-    # Local media in the embedded default and in tests; a real deployment serves media from
-    # its object store or a web server in front of gunicorn.
-    urlpatterns += [re_path(r"^media/(?P<path>.*)$", serve_media)]
+# Media is private: every file goes through a permission check (animalsite/media.py), also
+# behind nginx (X-Accel-Redirect) and with S3 (a redirect to a signed URL).
+urlpatterns += [re_path(r"^media/(?P<path>.+)$", media_file, name="media")]

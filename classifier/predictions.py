@@ -157,7 +157,8 @@ def image_classify(*, image_id: int) -> Prediction | None:
     image = Image.objects.get(id=image_id)
     try:
         predictor = serving.get_predictor(version)
-        decoded = decode_image(read_bytes(image.original.name), max_pixels=settings.UPLOAD_MAX_PIXELS)
+        decoded = decode_image(read_bytes(image.original.name), max_pixels=settings.UPLOAD_MAX_PIXELS,
+                               max_decoded_bytes=settings.UPLOAD_MAX_DECODED_BYTES)
         result = predictor.predict([decoded.image], top_k=settings.PREDICTION_TOP_K)[0]
     except (InvalidImage, FileNotFoundError, OSError) as e:
         _mark_failed(image_id, f"{type(e).__name__}: {e}")

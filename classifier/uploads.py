@@ -32,13 +32,14 @@ class UploadRejected(Rejected):
 @dataclass(frozen=True)
 class UploadResult:
     image: Image
-    created: bool  # False: this content was already stored, the upload was recorded on it
+    created: bool  # False: this uploader had sent this content before; the upload was recorded on it
 
 
 def image_validate(*, data: bytes) -> DecodedImage:
     if len(data) > settings.UPLOAD_MAX_BYTES:
         raise InvalidImage(f"The file is {len(data):,} bytes; the limit is {settings.UPLOAD_MAX_BYTES:,}.")
-    return decode_image(data, max_pixels=settings.UPLOAD_MAX_PIXELS)
+    return decode_image(data, max_pixels=settings.UPLOAD_MAX_PIXELS,
+                        max_decoded_bytes=settings.UPLOAD_MAX_DECODED_BYTES)
 
 
 def _read_limited(file) -> bytes:
@@ -103,10 +104,13 @@ def _image_store(*, user, filename: str, data: bytes, decoded: DecodedImage, cla
         except IntegrityError:
             # The same content arrived twice at once; the other request stored it.
             existing = Image.objects.get(sha256=digest)
+    # "created" is per uploader: content someone else sent answers like a fresh upload, so an
+    # upload never tells whether another user has the same photo.
+    seen_before = Upload.objects.filter(image=existing, user=user).exists()
     Upload.objects.create(image=existing, user=user, filename=filename[:255])
     if existing.status == Image.Status.FAILED and classify:
         image_requeue(image=existing)
-    return UploadResult(image=existing, created=False)
+    return UploadResult(image=existing, created=not seen_before)
 
 
 def image_requeue(*, image: Image) -> None:

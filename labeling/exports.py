@@ -35,13 +35,36 @@ def _export_name(image: Image) -> str:
     return f"{image.sha256}{PurePosixPath(image.original.name).suffix}"
 
 
+def _folder(label: str) -> str:
+    """A class name as one safe zip folder: no separators, no "..", no control characters."""
+    name = "".join("_" if c in "/\\" or ord(c) < 32 or c == "\x7f" else c for c in label).strip()
+    name = name.lstrip(".") or "_"
+    return name[:100]
+
+
+def _path(image: Image, label: str) -> str:
+    return f"{_folder(label)}/{_export_name(image)}"
+
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: str) -> str:
+    """A spreadsheet never reads a cell as a formula: those starting like one get a leading '."""
+    return "'" + value if value.startswith(FORMULA_START) else value
+
+
+def _row(values: list[str]) -> list[str]:
+    return [_cell(str(v)) for v in values]
+
+
 def export_zip() -> bytes:
     """ImageFolder: one folder per ground-truth label ("other" for rejected), original bytes."""
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as archive:
         for image, winner in _labelled():
             with default_storage.open(image.original.name, "rb") as f:
-                archive.writestr(f"{winner.label or OTHER}/{_export_name(image)}", f.read())
+                archive.writestr(_path(image, winner.label or OTHER), f.read())
     return out.getvalue()
 
 
@@ -52,15 +75,15 @@ def export_csv() -> str:
     writer = csv.writer(out)
     writer.writerow(["path", "label", "annotator", "time", "source", "role", "kind", "sha256"])
     for image, winner in _labelled():
-        writer.writerow([
-            f"{winner.label or OTHER}/{_export_name(image)}", winner.label or OTHER,
+        writer.writerow(_row([
+            _path(image, winner.label or OTHER), winner.label or OTHER,
             winner.user.username if winner.user else "", winner.created.isoformat(),
             winner.source or winner.role, winner.role, winner.kind, image.sha256,
-        ])
+        ]))
     claims = selectors.latest_feedback()
     for _, claim in sorted(claims.items()):
-        writer.writerow(["", claim.label, claim.user.username if claim.user else "", claim.created.isoformat(),
-                         claim.role, claim.role, claim.kind, claim.image.sha256])
+        writer.writerow(_row(["", claim.label, claim.user.username if claim.user else "", claim.created.isoformat(),
+                              claim.role, claim.role, claim.kind, claim.image.sha256]))
     return out.getvalue()
 
 

@@ -1,5 +1,7 @@
 from django.urls import path
 
+from classifier import converters  # noqa: F401  (registers <id:...>)
+
 from . import api, views
 
 urlpatterns = [
@@ -7,13 +9,13 @@ urlpatterns = [
     path("api/review/next/", api.queue_next, name="api-review-next"),
     path("api/review/decisions/", api.decision_create, name="api-review-decide"),
     path("api/review/undo/", api.decision_undo, name="api-review-undo"),
-    path("api/review/decisions/<int:annotation_id>/reopen/", api.decision_reopen, name="api-review-reopen"),
+    path("api/review/decisions/<id:annotation_id>/reopen/", api.decision_reopen, name="api-review-reopen"),
     path("api/review/skip/", api.skip, name="api-review-skip"),
-    path("api/images/<int:image_id>/history/", api.image_history, name="api-image-history"),
-    path("api/images/<int:image_id>/feedback/", api.image_feedback, name="api-image-feedback"),
+    path("api/images/<id:image_id>/history/", api.image_history, name="api-image-history"),
+    path("api/images/<id:image_id>/feedback/", api.image_feedback, name="api-image-feedback"),
     path("labels/", views.labels, name="labels"),
     path("api/imports/", api.import_create, name="api-import-create"),
-    path("api/imports/<int:job_id>/", api.import_detail, name="api-import-detail"),
+    path("api/imports/<id:job_id>/", api.import_detail, name="api-import-detail"),
     path("api/export/", api.export, name="api-export"),
     path("api/agreement/", api.agreement, name="api-agreement"),
 ]

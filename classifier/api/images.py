@@ -6,6 +6,8 @@ from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
 from .. import selectors, uploads
+from ..converters import ID_REGEX
+from ..errors import Rejected
 from ..models import Image
 from ..training.snapshots import training_labels
 from .serializers import (
@@ -33,17 +35,23 @@ LIST_FILTERS = [
 ]
 
 
-@extend_schema_view(list=extend_schema(parameters=LIST_FILTERS))
+ID_PARAMETER = OpenApiParameter("id", int, OpenApiParameter.PATH)
+
+
+@extend_schema_view(list=extend_schema(parameters=LIST_FILTERS), retrieve=extend_schema(parameters=[ID_PARAMETER]))
 class ImageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Upload images and read each one's latest prediction."""
 
     serializer_class = ImageSerializer
+    lookup_value_regex = ID_REGEX  # /api/images/abc/ matches no route: a JSON 404, never a 500
     parser_classes = [MultiPartParser, FormParser]
 
     def get_queryset(self):
         images = selectors.images_visible_to(self.request.user)
         params = self.request.query_params
-        if params.get("status"):
+        if "status" in params:  # an empty or unknown value is a mistake, not "any status"
+            if params["status"] not in Image.Status.values:
+                raise Rejected(f"Unknown status {params['status']!r}; choose one of: {', '.join(Image.Status.values)}")
             images = images.filter(status=params["status"])
         if params.get("label"):
             wanted = params["label"].strip().lower()
@@ -81,8 +89,10 @@ class ImageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         return Response(body, status=status.HTTP_201_CREATED)
 
 
+@extend_schema_view(retrieve=extend_schema(parameters=[ID_PARAMETER]))
 class SpeciesViewSet(viewsets.ReadOnlyModelViewSet):
     """The project's classes; staff edit them in the admin."""
 
     serializer_class = SpeciesSerializer
+    lookup_value_regex = ID_REGEX
     queryset = selectors.active_species()

@@ -58,7 +58,7 @@ class ImageSerializer(serializers.ModelSerializer):
 class UploadResultSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     status = serializers.CharField()
-    created = serializers.BooleanField(help_text="false: this content was already stored")
+    created = serializers.BooleanField(help_text="false: you had uploaded this content before")
     filename = serializers.CharField()
     url = serializers.CharField(help_text="the API URL to poll for the prediction")
 

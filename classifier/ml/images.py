@@ -14,6 +14,17 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"})
 ACCEPTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "TIFF"})
 DEFAULT_MAX_PIXELS = 50_000_000
+# What decoding one image may hold in memory (Pillow's pixels, the RGB copy, conversions): a
+# 16-bit 7000x7000 PNG is 95 KB on disk but far more decoded. JPEGs over it are decoded at
+# 1/2, 1/4 or 1/8 scale (Image.draft); other formats over it are refused.
+DEFAULT_MAX_DECODED_BYTES = 256 * 1024 * 1024
+# Bytes per pixel as Pillow holds each mode (3 and 4 band modes take 4), default 4.
+_MODE_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
+
+
+def decoded_bytes(mode: str, width: int, height: int) -> int:
+    """A bound on the memory decoding takes: the pixels in their own mode, plus an RGB copy."""
+    return width * height * (_MODE_BYTES.get(mode, 4) + (0 if mode == "RGB" else 4))
 
 
 class InvalidImage(ValueError):
@@ -29,7 +40,24 @@ class DecodedImage:
     height: int
 
 
-def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+def _fit_budget(im: Image.Image, max_decoded_bytes: int) -> None:
+    """Decode a JPEG at a reduced scale when its full size would not fit; refuse what cannot."""
+    width, height = im.size
+    if decoded_bytes(im.mode, width, height) <= max_decoded_bytes:
+        return
+    if im.format in ("JPEG", "MPO"):
+        for scale in (2, 4, 8):
+            if decoded_bytes(im.mode, -(-width // scale), -(-height // scale)) <= max_decoded_bytes:
+                im.draft(im.mode, (-(-width // scale), -(-height // scale)))
+                return
+    raise InvalidImage(
+        f"The image is {width}x{height} in mode {im.mode}: {decoded_bytes(im.mode, width, height):,} bytes "
+        f"decoded; the limit is {max_decoded_bytes:,}."
+    )
+
+
+def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES) -> DecodedImage:
     if not data:
         raise InvalidImage("The file is empty (0 bytes).")
     with warnings.catch_warnings():
@@ -55,6 +83,8 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decode
         if width < 1 or height < 1:
             raise InvalidImage("The image has no pixels.")
         original_mode = im.mode
+        _fit_budget(im, max_decoded_bytes)
+        drafted = im.size != (width, height)
         try:
             im.seek(0)  # animated GIF/WebP/APNG: the first frame
             im.load()
@@ -62,10 +92,13 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decode
             raise InvalidImage(f"The image data is truncated or corrupt ({e}).") from None
         fmt = im.format
         try:
-            im = ImageOps.exif_transpose(im)
+            ImageOps.exif_transpose(im, in_place=True)  # a copy would double the memory
         except Exception:  # a broken EXIF block should not cost the picture
             pass
         rgb = to_rgb(im)
+    if drafted:  # the picture is smaller than the file says: report the file's own size
+        width, height = (height, width) if (rgb.width > rgb.height) != (width > height) else (width, height)
+        return DecodedImage(image=rgb, format=fmt, original_mode=original_mode, width=width, height=height)
     return DecodedImage(image=rgb, format=fmt, original_mode=original_mode, width=rgb.width, height=rgb.height)
 
 
@@ -77,10 +110,13 @@ def to_rgb(im: Image.Image) -> Image.Image:
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         # 16/32-bit integer greyscale: Pillow's convert() clips at 255, which turns most
         # photos white; scale the real range down instead.
-        arr = np.asarray(im, dtype=np.float64)
-        top = 65535.0 if mode.startswith("I;16") or arr.max() > 255 else 255.0
-        arr = np.clip(arr / top * 255.0, 0, 255).astype(np.uint8)
-        return Image.fromarray(arr, mode="L").convert("RGB")
+        # In integers: float64 copies of a large 16-bit picture took gigabytes.
+        arr = np.asarray(im)
+        if mode.startswith("I;16") or arr.max() > 255:
+            arr = np.clip(arr, 0, 65535) // 257
+        else:
+            arr = np.clip(arr, 0, 255)
+        return Image.fromarray(arr.astype(np.uint8), mode="L").convert("RGB")
     if mode == "F":
         arr = np.asarray(im, dtype=np.float64)
         lo, hi = float(arr.min()), float(arr.max())

@@ -61,17 +61,30 @@ class _AlreadyRegistered(Exception):
 
 # --- requests and cancel ---------------------------------------------------------------------
 
+def option_bounds() -> dict[str, tuple[int, int]]:
+    """Each option's allowed range: a huge batch or epoch count would take the training worker's
+    memory or time, so the API refuses it up front."""
+    return {"epochs": (1, settings.TRAINING_MAX_EPOCHS), "seed": (0, 2**31 - 1),
+            "batch_size": (1, settings.TRAINING_MAX_BATCH_SIZE), "patience": (1, settings.TRAINING_MAX_EPOCHS)}
+
+
 def _clean_options(options: dict | None) -> dict:
-    cleaned = {}
+    cleaned, bounds = {}, option_bounds()
     for key, value in (options or {}).items():
         if key not in OPTION_TYPES:
             raise Rejected(f"Unknown training option {key!r}; choose from: {', '.join(OPTION_TYPES)}")
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise Rejected(f"Training option {key} must be a whole number, got {value!r}")
         try:
-            cleaned[key] = OPTION_TYPES[key](value)
-        except (TypeError, ValueError):
-            raise Rejected(f"Training option {key} must be a number, got {value!r}") from None
-        if cleaned[key] < (0 if key == "seed" else 1):
-            raise Rejected(f"Training option {key} is too small: {value!r}")
+            number = float(value)
+            cleaned[key] = OPTION_TYPES[key](number)
+        except (TypeError, ValueError, OverflowError):
+            raise Rejected(f"Training option {key} must be a whole number, got {value!r}") from None
+        if cleaned[key] != number:
+            raise Rejected(f"Training option {key} must be a whole number, got {value!r}")
+        low, high = bounds[key]
+        if not low <= cleaned[key] <= high:
+            raise Rejected(f"Training option {key} must be between {low} and {high}, got {value!r}")
     return cleaned
 
 

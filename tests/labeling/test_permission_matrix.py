@@ -10,7 +10,7 @@ project without a row here fails `test_it_has_a_row_for_every_url`.
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 
-from animalsite.urls import serve_media
+from animalsite.media import media_file
 from classifier.models import InferenceJob, Species, TrainingRun, Upload
 from labeling.models import ImportJob
 from labeling.roles import role_group
@@ -127,8 +127,8 @@ EXPECTED = {
 
 
 def project_url_names() -> set[str]:
-    """Every URL name a request can reach, without admin internals, media, format-suffix
-    variants and the DRF API root."""
+    """Every URL name a request can reach, without admin internals, media (its own tests in
+    tests/security/test_private_media.py), format-suffix variants and the DRF API root."""
     names = set()
 
     def walk(patterns, namespace=None):
@@ -139,7 +139,7 @@ def project_url_names() -> set[str]:
                     continue
                 walk(p.url_patterns, p.namespace or namespace)
             elif isinstance(p, URLPattern):
-                if p.callback is serve_media or p.name == "api-root" or "format" in p.pattern.regex.groupindex:
+                if p.callback is media_file or p.name == "api-root" or "format" in p.pattern.regex.groupindex:
                     continue
                 assert p.name, f"unnamed URL pattern {p.pattern}: give it a name and a row"
                 names.add(f"{namespace}:{p.name}" if namespace else p.name)
