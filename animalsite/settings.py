@@ -340,6 +340,17 @@ CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A send to a broker that is away fails within a second (the outbox keeps the task for the
+# sweeper) instead of holding the request.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
+# The outbox (classifier/enqueue.py, docs/operations.md): a task is a row written with the work
+# it is for; the request sends it after its commit, the sweeper sends what is left.
+OUTBOX_RESEND_AFTER_S = env_int("OUTBOX_RESEND_AFTER_S", 5, minimum=1)  # grace for the request's own send
+OUTBOX_REDELIVER_AFTER_S = env_int("OUTBOX_REDELIVER_AFTER_S", 120, minimum=5)  # sent, no worker started it
+OUTBOX_SWEEP_INTERVAL_S = env_int("OUTBOX_SWEEP_INTERVAL_S", 5, minimum=1)
+OUTBOX_KEEP_DAYS = env_int("OUTBOX_KEEP_DAYS", 7, minimum=1)
+# The database or the broker away: API answers 503 {"detail", "retry_after"} with this Retry-After.
+SERVICE_RETRY_AFTER_S = env_int("SERVICE_RETRY_AFTER_S", 5, minimum=1)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
