@@ -130,6 +130,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, so it sees what views raise: the database or the broker away answers 503 (animalsite/errors.py).
+    "animalsite.errors.ServiceUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "animalsite.urls"
