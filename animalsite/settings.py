@@ -228,8 +228,9 @@ if SERVING_BACKEND not in ("auto", "onnxruntime", "torch"):
 ONNX_THREADS = env_int("ONNX_THREADS", 0, minimum=0)  # 0: the CPUs this process may use
 # Real photos an export is checked on against PyTorch before it serves (a few are read).
 ONNX_CHECK_PHOTOS = Path(env_str("ONNX_CHECK_PHOTOS", str(BASE_DIR / "demo" / "photos")))
-# A prediction claimed longer ago than this is taken to be from a dead worker and redone.
-PREDICTION_CLAIM_TIMEOUT_S = env_int("PREDICTION_CLAIM_TIMEOUT_S", 300, minimum=10)
+# A prediction claimed longer ago than this is taken to be from a dead worker: the recovery loop
+# queues it again (one image takes about a second; a cold model load, a few).
+PREDICTION_CLAIM_TIMEOUT_S = env_int("PREDICTION_CLAIM_TIMEOUT_S", 60, minimum=10)
 
 # Training and the model registry. Model folders must be readable by every worker and web
 # process: a shared volume in a multi-node deployment (see docker-compose.yml).
@@ -253,6 +254,8 @@ TRAINING_BATCH_SIZE = env_int("TRAINING_BATCH_SIZE", 32, minimum=1)
 TRAINING_DEVICE = env_str("TRAINING_DEVICE", "auto")  # auto: cuda when present
 # A running training run whose worker has not reported for this long is marked failed.
 TRAINING_HEARTBEAT_TIMEOUT_S = env_int("TRAINING_HEARTBEAT_TIMEOUT_S", 600, minimum=2)
+# A run whose worker died is queued again until it has been claimed this many times, then failed.
+TRAINING_MAX_ATTEMPTS = env_int("TRAINING_MAX_ATTEMPTS", 2, minimum=1)
 PROMOTION_MAX_CLASS_DROP = env_float("PROMOTION_MAX_CLASS_DROP", 0.02, minimum=0.0, maximum=1.0)
 PROMOTION_MIN_TEST_IMAGES = env_int("PROMOTION_MIN_TEST_IMAGES", 10, minimum=1)
 # The gate's paired test: a challenger must be more accurate than the champion on the same test
@@ -265,8 +268,12 @@ REPREDICT_CHUNK_SIZE = env_int("REPREDICT_CHUNK_SIZE", 64, minimum=1)
 INFERENCE_CHUNK_SIZE = env_int("INFERENCE_CHUNK_SIZE", 256, minimum=1)
 INFERENCE_BATCH_SIZE = env_int("INFERENCE_BATCH_SIZE", 32, minimum=1)
 INFERENCE_DECODE_THREADS = env_int("INFERENCE_DECODE_THREADS", 2, minimum=1)
-# A chunk claimed longer ago than this belongs to a dead worker and may be taken over.
-INFERENCE_CHUNK_TIMEOUT_S = env_int("INFERENCE_CHUNK_TIMEOUT_S", 900, minimum=5)
+# A running chunk stamps a heartbeat this often; one whose heartbeat is older than the timeout
+# belongs to a dead worker and is queued again by the recovery loop (docs/operations.md).
+INFERENCE_CHUNK_HEARTBEAT_S = env_int("INFERENCE_CHUNK_HEARTBEAT_S", 10, minimum=1)
+INFERENCE_CHUNK_TIMEOUT_S = env_int("INFERENCE_CHUNK_TIMEOUT_S", 45, minimum=5)
+if INFERENCE_CHUNK_TIMEOUT_S < 3 * INFERENCE_CHUNK_HEARTBEAT_S:
+    raise ImproperlyConfigured("INFERENCE_CHUNK_TIMEOUT_S must be at least 3 x INFERENCE_CHUNK_HEARTBEAT_S")
 if RETRAIN_MODE not in ("head", "finetune"):
     raise ImproperlyConfigured(f"RETRAIN_MODE={RETRAIN_MODE!r}; choose one of: head, finetune")
 if TRAINING_DEVICE not in ("auto", "cpu", "cuda"):

@@ -1,6 +1,9 @@
 """The recovery loop: what makes work that a broker or a worker dropped run after all.
 
-Every OUTBOX_SWEEP_INTERVAL_S it sends the outbox messages that are due (classifier.enqueue).
+Every OUTBOX_SWEEP_INTERVAL_S it sends the outbox messages that are due (classifier.enqueue),
+queues again the chunks of batch jobs whose worker stopped beating (classifier.jobs), the single
+images whose prediction was claimed by a worker that died (PREDICTION_CLAIM_TIMEOUT_S), and
+retries once, then fails, training runs whose worker stopped reporting (classifier.training).
 It runs in a thread of Celery beat (one per installation; animalsite.celery starts it) and as
 `manage.py recover --loop`, never as a Celery task: it must keep running while the broker is
 away, since the broker's absence is most of what it repairs. Two loops at once are safe: rows
@@ -9,18 +12,40 @@ are locked with SKIP LOCKED on PostgreSQL, and every task claims its work once.
 
 import logging
 import threading
+from datetime import timedelta
 
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import close_old_connections, connection, transaction
+from django.utils import timezone
 
-from . import enqueue
+from . import enqueue, jobs
+from .models import Image
+from .training.watchdog import stale_runs_recover
+from .uploads import CLASSIFY_TASK
 
 logger = logging.getLogger(__name__)
 _started = threading.Event()
 
 
 def recover_once() -> dict:
-    return {"outbox": enqueue.outbox_sweep()}
+    return {"outbox": enqueue.outbox_sweep(), "chunks": jobs.chunks_retake(), "images": images_retake(),
+            "runs": stale_runs_recover()}
+
+
+def images_retake() -> list[int]:
+    """Images left "predicting" by a worker that died are queued for a prediction again, once."""
+    before = timezone.now() - timedelta(seconds=settings.PREDICTION_CLAIM_TIMEOUT_S)
+    stale = Image.objects.filter(status=Image.Status.PREDICTING, status_changed__lt=before)
+    retaken = []
+    for image_id in stale.values_list("id", flat=True)[:1000]:
+        with transaction.atomic():
+            now = timezone.now()
+            if stale.filter(id=image_id).update(status=Image.Status.QUEUED, status_changed=now):
+                enqueue.on_commit(CLASSIFY_TASK, image_id)
+                retaken.append(image_id)
+    if retaken:
+        logger.warning("queued %d images again: their worker died while predicting", len(retaken))
+    return retaken
 
 
 def recover_forever(*, interval_s: float | None = None, stop: threading.Event | None = None) -> None:
@@ -30,7 +55,8 @@ def recover_forever(*, interval_s: float | None = None, stop: threading.Event | 
         close_old_connections()
         try:
             report = recover_once()
-            if any(report["outbox"][k] for k in ("sent", "failed")):
+            if report["outbox"]["sent"] or report["outbox"]["failed"] or any(
+                    report[k] for k in ("chunks", "images")) or any(report["runs"].values()):
                 logger.info("recovery: %s", report)
         except Exception:
             # The database away: drop the connection so the next round opens a fresh one.
