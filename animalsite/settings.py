@@ -155,7 +155,10 @@ TEMPLATES = [
 # Database: DATABASE_URL, or a SQLite file under var/.
 _default_sqlite = f"sqlite:///{VAR_DIR / 'db.sqlite3'}"
 try:
-    DATABASES = {"default": dj_database_url.parse(env_str("DATABASE_URL", _default_sqlite), conn_max_age=60)}
+    # Health checks: a kept connection that the server closed (a restart, pg_terminate_backend) is
+    # replaced before the request uses it, instead of failing that request.
+    DATABASES = {"default": dj_database_url.parse(env_str("DATABASE_URL", _default_sqlite), conn_max_age=60,
+                                                  conn_health_checks=True)}
 except ValueError as e:
     raise ImproperlyConfigured(f"DATABASE_URL is not a database URL: {e}") from None
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -355,7 +358,7 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "inte
 # The outbox (classifier/enqueue.py, docs/operations.md): a task is a row written with the work
 # it is for; the request sends it after its commit, the sweeper sends what is left.
 OUTBOX_RESEND_AFTER_S = env_int("OUTBOX_RESEND_AFTER_S", 5, minimum=1)  # grace for the request's own send
-OUTBOX_REDELIVER_AFTER_S = env_int("OUTBOX_REDELIVER_AFTER_S", 120, minimum=5)  # sent, no worker started it
+OUTBOX_REDELIVER_AFTER_S = env_int("OUTBOX_REDELIVER_AFTER_S", 30, minimum=5)  # sent, no worker started it
 OUTBOX_SWEEP_INTERVAL_S = env_int("OUTBOX_SWEEP_INTERVAL_S", 5, minimum=1)
 OUTBOX_KEEP_DAYS = env_int("OUTBOX_KEEP_DAYS", 7, minimum=1)
 # The database or the broker away: API answers 503 {"detail", "retry_after"} with this Retry-After.

@@ -180,7 +180,8 @@ def _claim(chunk_id: int) -> InferenceChunk | None:
     now = timezone.now()
     claimable = Q(status=InferenceChunk.Status.QUEUED) | _stale()
     current = InferenceChunk.objects.filter(id=chunk_id, status=InferenceChunk.Status.RUNNING).first()
-    if current is not None and _process_gone(current.worker):
+    # This very process held it: its earlier attempt has ended (a retry after a database error).
+    if current is not None and (current.worker == _worker_name() or _process_gone(current.worker)):
         claimable |= Q(status=InferenceChunk.Status.RUNNING, worker=current.worker)
     if not InferenceChunk.objects.filter(claimable, id=chunk_id).update(
             status=InferenceChunk.Status.RUNNING, claimed=now, heartbeat=now, worker=_worker_name()):

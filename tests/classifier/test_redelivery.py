@@ -85,3 +85,25 @@ def test_an_image_left_predicting_by_a_dead_worker_is_queued_again(species, alic
     image.refresh_from_db()
     assert image.status == "queued"
     assert OutboxMessage.objects.filter(task_name=CLASSIFY_TASK, args=[image.id]).count() == 1
+
+
+def test_an_image_whose_prediction_lost_the_database_is_given_back_for_the_retry(species, alice, monkeypatch):
+    from django.db import OperationalError
+
+    from classifier import predictions, uploads
+
+    photo = demo_photo("flamingo")
+    image = uploads.image_upload(user=alice, filename=photo.name, data=photo.read_bytes(), classify=False).image
+    write = predictions.predictions_write
+
+    def connection_terminated(**kwargs):
+        monkeypatch.setattr(predictions, "predictions_write", write)  # back for the retry
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(predictions, "predictions_write", connection_terminated)
+    with pytest.raises(OperationalError):
+        predictions.image_classify(image_id=image.id)
+    image.refresh_from_db()
+    assert image.status == "queued"  # not "predicting" until the claim times out
+
+    assert predictions.image_classify(image_id=image.id).label == "flamingo"  # the task's retry
