@@ -8,7 +8,9 @@ both queues and Celery beat (which runs the recovery loop: classifier.recovery),
 animalsite.processes. Each scenario sends its uploads spread over the fault's window:
   redis     Redis killed (SIGKILL, no persistence: its queue is lost) for --outage-s seconds;
   postgres  every connection to the database terminated (pg_terminate_backend) once a second
-            for --terminate-s seconds.
+            for --terminate-s seconds;
+  worker    a batch job (a zip of --batch-images photos, in chunks of 20) with the worker's pool
+            process killed (SIGKILL, as the out-of-memory killer does) while it runs a chunk.
 Then it waits until every image stored during the scenario is predicted, at most --settle-s
 after the fault ends. Per scenario: requests sent, answered 2xx/4xx/5xx (500 and 503 apart, and
 500s in HTML), work lost (stored, never predicted), done twice (two predictions by one version)
@@ -189,6 +191,65 @@ def postgres_terminations(admin_url: str, database: str, seconds: float):
     return fault
 
 
+def batch_job_with_pool_killed(worker: subprocess.Popen, port: int, token: str, payloads: list,
+                               settle_s: float) -> dict:
+    """A zip job through the API; the worker's pool process killed once a chunk runs."""
+    import io
+    import zipfile
+
+    from django.db import close_old_connections
+
+    from classifier.models import InferenceChunk, InferenceJob, Prediction
+
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as z:
+        for name, data in payloads:
+            z.writestr(name, data)
+    body, content_type = multipart("batch.zip", archive.getvalue())
+    body = body.replace(b'name="files"', b'name="file"', 1)
+    boundary = content_type.split("boundary=")[1]
+    body = f'--{boundary}\r\nContent-Disposition: form-data; name="source"\r\n\r\nzip\r\n'.encode() + body
+    status, data = Client(port, token, timeout=60).request("POST", "/api/jobs/", body, {"Content-Type": content_type})
+    answers = [{"status": status, "json": data[:1] in (b"{", b"[")}]
+    job_id = json.loads(data)["id"]
+    deadline = time.monotonic() + settle_s
+    while not InferenceChunk.objects.filter(job_id=job_id, status="running").exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no chunk of job {job_id} started")
+        time.sleep(0.2)
+    time.sleep(1.0)  # mid-chunk
+    killed = [pid for pid in processes.descendants(worker.pid) if pid != worker.pid]
+    for pid in killed:
+        os.kill(pid, signal.SIGKILL)  # the pool processes of the worker we started
+    fault_end, done_at = time.monotonic(), None
+    while time.monotonic() < fault_end + settle_s:
+        close_old_connections()
+        if InferenceJob.objects.filter(id=job_id, status__in=["done", "failed", "cancelled"]).exists():
+            done_at = time.monotonic()
+            break
+        time.sleep(0.5)
+    job = InferenceJob.objects.get(id=job_id)
+    predicted = Prediction.objects.filter(model_version=job.version, image_id__in=job.image_ids).count()
+    written = sum(InferenceChunk.objects.filter(job=job).values_list("written", flat=True))
+    work = {"stored": job.total, "lost": job.total - predicted, "done_twice": max(0, written - predicted),
+            "killed_pids": len(killed), "job_status": job.status,
+            "recovery_s": round(done_at - fault_end, 1) if done_at else None}
+    result = summarize(answers, work)
+    print(f"worker_killed: {json.dumps(result)}", flush=True)
+    return result
+
+
+def reviewer_token() -> str:
+    from django.contrib.auth import get_user_model
+    from rest_framework.authtoken.models import Token
+
+    from labeling.roles import role_group
+
+    user = get_user_model().objects.create_user("faults-reviewer", password=secrets.token_urlsafe(12))
+    user.groups.add(role_group("reviewer"))
+    return Token.objects.create(user=user).key
+
+
 # --- main ------------------------------------------------------------------------------------
 
 def parse(argv) -> argparse.Namespace:
@@ -197,7 +258,8 @@ def parse(argv) -> argparse.Namespace:
     parser.add_argument("--outage-s", type=float, default=20.0, help="seconds Redis stays down")
     parser.add_argument("--terminate-s", type=float, default=5.0, help="seconds of terminated connections")
     parser.add_argument("--settle-s", type=float, default=120.0, help="how long after a fault work may take")
-    parser.add_argument("--scenarios", default="redis,postgres", help="comma-separated: redis, postgres")
+    parser.add_argument("--scenarios", default="redis,postgres,worker", help="comma-separated: redis, postgres, worker")
+    parser.add_argument("--batch-images", type=int, default=400, help="photos in the worker scenario's batch job")
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL",
                                                                  "postgres://postgres@127.0.0.1:5432/postgres"),
                         help="a PostgreSQL server; a database is created there for the run and dropped after")
@@ -233,7 +295,8 @@ def main(argv=None) -> int:
                    DATABASE_URL=database_url, CELERY_BROKER_URL=f"redis://127.0.0.1:{redis.port}/0",
                    INFERENCE_QUEUE=f"faults-inference-{suffix}", TRAINING_QUEUE=f"faults-training-{suffix}",
                    DEBUG="0", SECRET_KEY=secrets.token_urlsafe(50), ALLOWED_HOSTS="127.0.0.1,localhost",
-                   RETRAIN_AFTER_LABELS="0", PYTHONUNBUFFERED="1", DJANGO_SETTINGS_MODULE="animalsite.settings")
+                   RETRAIN_AFTER_LABELS="0", PYTHONUNBUFFERED="1", DJANGO_SETTINGS_MODULE="animalsite.settings",
+                   INFERENCE_CHUNK_SIZE="20")
         app = app_setup(env)
         payloads = make_payloads(image_files(args.data), args.uploads * (len(wanted) + 1))
         port = free_port()
@@ -246,6 +309,11 @@ def main(argv=None) -> int:
                                                                             args.terminate_s), args.terminate_s + 8)}
         results = {}
         for n, key in enumerate(wanted, start=1):
+            if key == "worker":
+                batch = make_payloads(image_files(args.data), args.uploads * (len(wanted) + 1) + args.batch_images)
+                results["worker_killed"] = batch_job_with_pool_killed(
+                    children[1], port, reviewer_token(), batch[-args.batch_images:], args.settle_s)
+                continue
             name, fault, spread_s = faults[key]
             batch = payloads[n * args.uploads:(n + 1) * args.uploads]
             results[name] = scenario(name, fault, port=port, token=app["token"], payloads=batch, spread_s=spread_s,
