@@ -19,7 +19,7 @@ from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
 from . import enqueue, jobs
-from .models import Image
+from .models import Image, OutboxMessage
 from .training.watchdog import stale_runs_recover
 from .uploads import CLASSIFY_TASK
 
@@ -33,18 +33,31 @@ def recover_once() -> dict:
 
 
 def images_retake() -> list[int]:
-    """Images left "predicting" by a worker that died are queued for a prediction again, once."""
+    """Images left "predicting" by a worker that died, and images still "queued" after their task
+    started and ended without a prediction (a retry the broker did not take), are queued for a
+    prediction again, once per PREDICTION_CLAIM_TIMEOUT_S. Rows that predate the outbox are not."""
     before = timezone.now() - timedelta(seconds=settings.PREDICTION_CLAIM_TIMEOUT_S)
-    stale = Image.objects.filter(status=Image.Status.PREDICTING, status_changed__lt=before)
+    stale = Image.objects.filter(status__in=[Image.Status.PREDICTING, Image.Status.QUEUED], status_changed__lt=before)
+    candidates = list(stale.order_by("id").values_list("id", "status")[:1000])
+    queued = [i for i, status in candidates if status == Image.Status.QUEUED]
+    if queued:
+        # Only images whose prediction was asked for (a batch job's images wait for its chunks),
+        # and whose every task has started: one still in the queue is on its way.
+        messages = OutboxMessage.objects.filter(task_name=CLASSIFY_TASK, args__0__in=queued)
+        started, waiting = set(), set()
+        for args, delivered in messages.values_list("args", "delivered_at"):
+            (started if delivered else waiting).add(args[0])
+        candidates = [(i, status) for i, status in candidates
+                      if status == Image.Status.PREDICTING or (i in started and i not in waiting)]
     retaken = []
-    for image_id in stale.values_list("id", flat=True)[:1000]:
+    for image_id, status in candidates:
         with transaction.atomic():
-            now = timezone.now()
-            if stale.filter(id=image_id).update(status=Image.Status.QUEUED, status_changed=now):
+            if stale.filter(id=image_id, status=status).update(status=Image.Status.QUEUED,
+                                                               status_changed=timezone.now()):
                 enqueue.on_commit(CLASSIFY_TASK, image_id)
                 retaken.append(image_id)
     if retaken:
-        logger.warning("queued %d images again: their worker died while predicting", len(retaken))
+        logger.warning("queued %d images again: no worker was predicting them", len(retaken))
     return retaken
 
 

@@ -107,3 +107,23 @@ def test_an_image_whose_prediction_lost_the_database_is_given_back_for_the_retry
     assert image.status == "queued"  # not "predicting" until the claim times out
 
     assert predictions.image_classify(image_id=image.id).label == "flamingo"  # the task's retry
+
+
+def test_a_queued_image_whose_task_ended_without_a_prediction_is_queued_again_and_one_waiting_is_not(
+        species, alice, settings, django_capture_on_commit_callbacks):
+    from classifier import enqueue, uploads
+
+    long_ago = timezone.now() - timedelta(seconds=settings.PREDICTION_CLAIM_TIMEOUT_S + 5)
+    dropped, waiting, in_a_job = [
+        uploads.image_upload(user=alice, filename=p.name, data=p.read_bytes(), classify=False).image
+        for p in (demo_photo("llama"), demo_photo("cougar"), demo_photo("emu"))]
+    with django_capture_on_commit_callbacks(execute=True):
+        started = enqueue.on_commit(CLASSIFY_TASK, dropped.id)
+        enqueue.on_commit(CLASSIFY_TASK, waiting.id)  # sent, no worker has started it yet (a long queue)
+    enqueue.outbox_delivered(started.id)  # started, then its retry was lost: the image is still queued
+    Image.objects.filter(id__in=[dropped.id, waiting.id, in_a_job.id]).update(status="queued",
+                                                                              status_changed=long_ago)
+
+    assert recovery.recover_once()["images"] == [dropped.id]
+    assert recovery.recover_once()["images"] == []
+    assert OutboxMessage.objects.filter(task_name=CLASSIFY_TASK, args=[dropped.id]).count() == 2
