@@ -8,7 +8,7 @@ both queues and Celery beat (which runs the recovery loop: classifier.recovery),
 animalsite.processes. Each scenario sends its uploads spread over the fault's window:
   redis     Redis killed (SIGKILL, no persistence: its queue is lost) for --outage-s seconds;
   postgres  every connection to the database terminated (pg_terminate_backend) once a second
-            for --terminate-s seconds;
+            for --terminate-s seconds, during uploads and as many review decisions;
   worker    a batch job (a zip of --batch-images photos, in chunks of 20) with the worker's pool
             process killed (SIGKILL, as the out-of-memory killer does) while it runs a chunk.
 Then it waits until every image stored during the scenario is predicted, at most --settle-s
@@ -112,6 +112,30 @@ def send_uploads(port: int, token: str, payloads: list, spread_s: float) -> list
     return answers
 
 
+def send_decisions(port: int, token: str, count: int, spread_s: float) -> tuple[list[dict], list[int]]:
+    """Review decisions ("reject": valid for any image), one every spread_s / count seconds:
+    each answer's kind, and the ids of the annotations the 2xx answers returned."""
+    http, answers, stored = Client(port, token, timeout=30), [], []
+    started, gap = time.monotonic(), spread_s / max(count, 1)
+    for n in range(count):
+        time.sleep(max(0.0, started + n * gap - time.monotonic()))
+        try:
+            status, data = http.request("GET", "/api/review/next/?count=1")
+            items = json.loads(data) if status == 200 else []
+            if status == 200 and items:
+                body = json.dumps({"token": items[0]["token"], "action": "reject",
+                                   "based_on": items[0].get("based_on")}).encode()
+                status, data = http.request("POST", "/api/review/decisions/", body,
+                                            {"Content-Type": "application/json"})
+                if status == 201:
+                    stored.append(json.loads(data)["id"])
+            answers.append({"status": status, "json": data[:1] in (b"{", b"[")})
+        except OSError as e:
+            answers.append({"status": 0, "json": False, "error": f"{type(e).__name__}: {e}"})
+    http.close()
+    return answers, stored
+
+
 def wait_for_work(since_id: int, fault_end: float, settle_s: float) -> dict:
     """Polls until every image stored since since_id is predicted, at most settle_s after the fault."""
     from django.db import close_old_connections, connection
@@ -151,18 +175,32 @@ def summarize(answers: list[dict], work: dict) -> dict:
     }
 
 
-def scenario(name: str, fault, *, port: int, token: str, payloads: list, spread_s: float, settle_s: float) -> dict:
-    """Uploads spread over spread_s while fault() runs; fault returns when it ends."""
+def scenario(name: str, fault, *, port: int, token: str, payloads: list, spread_s: float, settle_s: float,
+             annotator: str | None = None) -> dict:
+    """Uploads (and review decisions, given an annotator's token) spread over spread_s while
+    fault() runs; fault returns when it ends."""
     from classifier.models import Image
+    from labeling.models import Annotation
 
     since_id = Image.objects.order_by("-id").values_list("id", flat=True).first() or 0
-    answers = []
+    answers, decided = [], []
     # The fault in this thread: a server it restarts dies with the thread that started it (PDEATHSIG).
-    thread = threading.Thread(target=lambda: answers.extend(send_uploads(port, token, payloads, spread_s)))
-    thread.start()
+    threads = [threading.Thread(target=lambda: answers.extend(send_uploads(port, token, payloads, spread_s)))]
+    if annotator:
+        threads.append(threading.Thread(target=lambda: decided.append(
+            send_decisions(port, annotator, len(payloads), spread_s))))
+    for thread in threads:
+        thread.start()
     fault_end = fault()
-    thread.join()
-    result = summarize(answers, wait_for_work(since_id, fault_end, settle_s))
+    for thread in threads:
+        thread.join()
+    work = wait_for_work(since_id, fault_end, settle_s)
+    if decided:
+        decision_answers, stored = decided[0]
+        answers += decision_answers
+        work["decisions_2xx_lost"] = len(stored) - Annotation.objects.filter(id__in=stored).count()
+        work["lost"] += work["decisions_2xx_lost"]
+    result = summarize(answers, work)
     print(f"{name}: {json.dumps(result)}", flush=True)
     return result
 
@@ -239,14 +277,14 @@ def batch_job_with_pool_killed(worker: subprocess.Popen, port: int, token: str, 
     return result
 
 
-def reviewer_token() -> str:
+def role_token(role: str) -> str:
     from django.contrib.auth import get_user_model
     from rest_framework.authtoken.models import Token
 
     from labeling.roles import role_group
 
-    user = get_user_model().objects.create_user("faults-reviewer", password=secrets.token_urlsafe(12))
-    user.groups.add(role_group("reviewer"))
+    user = get_user_model().objects.create_user(f"faults-{role}", password=secrets.token_urlsafe(12))
+    user.groups.add(role_group(role))
     return Token.objects.create(user=user).key
 
 
@@ -312,12 +350,13 @@ def main(argv=None) -> int:
             if key == "worker":
                 batch = make_payloads(image_files(args.data), args.uploads * (len(wanted) + 1) + args.batch_images)
                 results["worker_killed"] = batch_job_with_pool_killed(
-                    children[1], port, reviewer_token(), batch[-args.batch_images:], args.settle_s)
+                    children[1], port, role_token("reviewer"), batch[-args.batch_images:], args.settle_s)
                 continue
             name, fault, spread_s = faults[key]
             batch = payloads[n * args.uploads:(n + 1) * args.uploads]
+            annotator = role_token("annotator") if key == "postgres" else None  # decisions too
             results[name] = scenario(name, fault, port=port, token=app["token"], payloads=batch, spread_s=spread_s,
-                                     settle_s=args.settle_s)
+                                     settle_s=args.settle_s, annotator=annotator)
         print(json.dumps(totals(results)), flush=True)
         return 0
     finally:
