@@ -119,3 +119,15 @@ def test_a_message_the_broker_took_but_no_worker_started_is_sent_again(
     recovery.recover_once()
     assert sent_for(broker, CLASSIFY_TASK, 10_001) == [[10_001], [10_001]]
     assert sent_for(broker, CLASSIFY_TASK, 10_002) == [[10_002]]
+
+
+def test_staff_see_the_messages_waiting_in_the_admin(client, django_user_model, broker,
+                                                     django_capture_on_commit_callbacks):
+    admin = django_user_model.objects.create_superuser("root", password="root-password-1")
+    client.force_login(admin)
+    broker.down()
+    with django_capture_on_commit_callbacks(execute=True):
+        enqueue.on_commit(CLASSIFY_TASK, 4242)
+    response = client.get("/admin/classifier/outboxmessage/?delivered_at__isnull=True")
+    assert response.status_code == 200
+    assert b"4242" in response.content and b"Connection refused" in response.content
