@@ -1,5 +1,6 @@
 """The one Celery app. Configuration comes from Django settings (CELERY_ names)."""
 
+import logging
 import os
 
 from celery import Celery, signals
@@ -29,3 +30,28 @@ def preload_ml(**kwargs):
     children share it and no first task waits on the import. The web process never imports them."""
     import classifier.ml.predict  # noqa: F401
     import classifier.ml.train  # noqa: F401
+
+
+@signals.task_prerun.connect
+def outbox_delivered(task=None, **kwargs):
+    """The task started: its outbox message (classifier.enqueue) needs no other send."""
+    message_id = getattr(task.request, "outbox_id", None) if task is not None else None
+    if message_id is None:
+        message_id = (getattr(task.request, "headers", None) or {}).get("outbox_id") if task is not None else None
+    if message_id is None:
+        return
+    from classifier import enqueue
+
+    try:
+        enqueue.outbox_delivered(message_id)
+    except Exception:  # the database away: the message is sent again later, and its task claims once
+        logging.getLogger(__name__).warning("could not mark outbox message %s delivered", message_id, exc_info=True)
+
+
+@signals.beat_init.connect
+def start_recovery(**kwargs):
+    """Beat (one per installation) also runs the recovery loop in a thread: it must not depend on
+    the broker to be scheduled, since what it repairs is mostly the broker's absence."""
+    from classifier import recovery
+
+    recovery.start_thread()

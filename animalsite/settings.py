@@ -71,7 +71,9 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "animalsite.security.ContentSecurityPolicyMiddleware",
-    "axes.middleware.AxesMiddleware",  # last: answers 429 to a locked-out login
+    "axes.middleware.AxesMiddleware",  # answers 429 to a locked-out login
+    # Last, so it sees what views raise: the database or the broker away answers 503 (animalsite/errors.py).
+    "animalsite.errors.ServiceUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "animalsite.urls"
@@ -95,7 +97,10 @@ TEMPLATES = [
 # Database: DATABASE_URL, or a SQLite file under var/.
 _default_sqlite = f"sqlite:///{VAR_DIR / 'db.sqlite3'}"
 try:
-    DATABASES = {"default": dj_database_url.parse(env_str("DATABASE_URL", _default_sqlite), conn_max_age=60)}
+    # Health checks: a kept connection that the server closed (a restart, pg_terminate_backend) is
+    # replaced before the request uses it, instead of failing that request.
+    DATABASES = {"default": dj_database_url.parse(env_str("DATABASE_URL", _default_sqlite), conn_max_age=60,
+                                                  conn_health_checks=True)}
 except ValueError as e:
     raise ImproperlyConfigured(f"DATABASE_URL is not a database URL: {e}") from None
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -206,8 +211,9 @@ if SERVING_BACKEND not in ("auto", "onnxruntime", "torch"):
 ONNX_THREADS = env_int("ONNX_THREADS", 0, minimum=0)  # 0: the CPUs this process may use
 # Real photos an export is checked on against PyTorch before it serves (a few are read).
 ONNX_CHECK_PHOTOS = Path(env_str("ONNX_CHECK_PHOTOS", str(BASE_DIR / "demo" / "photos")))
-# A prediction claimed longer ago than this is taken to be from a dead worker and redone.
-PREDICTION_CLAIM_TIMEOUT_S = env_int("PREDICTION_CLAIM_TIMEOUT_S", 300, minimum=10)
+# A prediction claimed longer ago than this is taken to be from a dead worker: the recovery loop
+# queues it again (one image takes about a second; a cold model load, a few).
+PREDICTION_CLAIM_TIMEOUT_S = env_int("PREDICTION_CLAIM_TIMEOUT_S", 60, minimum=10)
 
 # Training and the model registry. Model folders must be readable by every worker and web
 # process: a shared volume in a multi-node deployment (see docker-compose.yml).
@@ -234,6 +240,8 @@ TRAINING_MAX_BATCH_SIZE = env_int("TRAINING_MAX_BATCH_SIZE", 512, minimum=1)
 TRAINING_DEVICE = env_str("TRAINING_DEVICE", "auto")  # auto: cuda when present
 # A running training run whose worker has not reported for this long is marked failed.
 TRAINING_HEARTBEAT_TIMEOUT_S = env_int("TRAINING_HEARTBEAT_TIMEOUT_S", 600, minimum=2)
+# A run whose worker died is queued again until it has been claimed this many times, then failed.
+TRAINING_MAX_ATTEMPTS = env_int("TRAINING_MAX_ATTEMPTS", 2, minimum=1)
 PROMOTION_MAX_CLASS_DROP = env_float("PROMOTION_MAX_CLASS_DROP", 0.02, minimum=0.0, maximum=1.0)
 PROMOTION_MIN_TEST_IMAGES = env_int("PROMOTION_MIN_TEST_IMAGES", 10, minimum=1)
 # The gate's paired test: a challenger must be more accurate than the champion on the same test
@@ -246,8 +254,12 @@ REPREDICT_CHUNK_SIZE = env_int("REPREDICT_CHUNK_SIZE", 64, minimum=1)
 INFERENCE_CHUNK_SIZE = env_int("INFERENCE_CHUNK_SIZE", 256, minimum=1)
 INFERENCE_BATCH_SIZE = env_int("INFERENCE_BATCH_SIZE", 32, minimum=1)
 INFERENCE_DECODE_THREADS = env_int("INFERENCE_DECODE_THREADS", 2, minimum=1)
-# A chunk claimed longer ago than this belongs to a dead worker and may be taken over.
-INFERENCE_CHUNK_TIMEOUT_S = env_int("INFERENCE_CHUNK_TIMEOUT_S", 900, minimum=5)
+# A running chunk stamps a heartbeat this often; one whose heartbeat is older than the timeout
+# belongs to a dead worker and is queued again by the recovery loop (docs/operations.md).
+INFERENCE_CHUNK_HEARTBEAT_S = env_int("INFERENCE_CHUNK_HEARTBEAT_S", 10, minimum=1)
+INFERENCE_CHUNK_TIMEOUT_S = env_int("INFERENCE_CHUNK_TIMEOUT_S", 45, minimum=5)
+if INFERENCE_CHUNK_TIMEOUT_S < 3 * INFERENCE_CHUNK_HEARTBEAT_S:
+    raise ImproperlyConfigured("INFERENCE_CHUNK_TIMEOUT_S must be at least 3 x INFERENCE_CHUNK_HEARTBEAT_S")
 if RETRAIN_MODE not in ("head", "finetune"):
     raise ImproperlyConfigured(f"RETRAIN_MODE={RETRAIN_MODE!r}; choose one of: head, finetune")
 if TRAINING_DEVICE not in ("auto", "cpu", "cuda"):
@@ -323,6 +335,17 @@ CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A send to a broker that is away fails within a second (the outbox keeps the task for the
+# sweeper) instead of holding the request.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
+# The outbox (classifier/enqueue.py, docs/operations.md): a task is a row written with the work
+# it is for; the request sends it after its commit, the sweeper sends what is left.
+OUTBOX_RESEND_AFTER_S = env_int("OUTBOX_RESEND_AFTER_S", 5, minimum=1)  # grace for the request's own send
+OUTBOX_REDELIVER_AFTER_S = env_int("OUTBOX_REDELIVER_AFTER_S", 30, minimum=5)  # sent, no worker started it
+OUTBOX_SWEEP_INTERVAL_S = env_int("OUTBOX_SWEEP_INTERVAL_S", 5, minimum=1)
+OUTBOX_KEEP_DAYS = env_int("OUTBOX_KEEP_DAYS", 7, minimum=1)
+# The database or the broker away: API answers 503 {"detail", "retry_after"} with this Retry-After.
+SERVICE_RETRY_AFTER_S = env_int("SERVICE_RETRY_AFTER_S", 5, minimum=1)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

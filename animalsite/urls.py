@@ -14,6 +14,9 @@ router = DefaultRouter()
 router.register("images", images_api.ImageViewSet, basename="api-image")
 router.register("species", images_api.SpeciesViewSet, basename="api-species")
 
+# The database or the broker away: 503, not an HTML 500 (animalsite/errors.py); JSON under /api/.
+handler500 = "animalsite.errors.server_error"
+
 urlpatterns = [
     path("", include("classifier.urls")),
     path("", include("labeling.urls")),

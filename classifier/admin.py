@@ -8,6 +8,7 @@ from .models import (
     InferenceJob,
     ModelEvent,
     ModelVersion,
+    OutboxMessage,
     Prediction,
     Species,
     TrainingRun,
@@ -99,6 +100,13 @@ class InferenceJobAdmin(ReadOnlyAdmin):
     list_display = ["id", "source", "status", "version", "processed", "total", "failed_images", "created"]
     list_filter = ["source", "status"]
     exclude = ["image_ids"]
+
+
+@admin.register(OutboxMessage)
+class OutboxMessageAdmin(ReadOnlyAdmin):
+    """Tasks waiting for the broker or a worker (docs/operations.md): the recovery loop sends them."""
+    list_display = ["id", "task_name", "args", "created", "sent_at", "delivered_at", "attempts", "last_error"]
+    list_filter = ["task_name", ("delivered_at", admin.EmptyFieldListFilter)]
 
 
 @admin.register(Upload)

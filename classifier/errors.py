@@ -17,3 +17,22 @@ class Conflict(ValueError):
 
     def body(self) -> dict:
         return {"detail": str(self)}
+
+
+def unavailable_errors() -> tuple[type[BaseException], ...]:
+    """The database or the broker (or the Redis cache) away for a moment: 503 with a Retry-After,
+    never a 500 (classifier.api.errors for the API, animalsite.errors for every other page)."""
+    from django.db import InterfaceError, OperationalError
+    from kombu.exceptions import OperationalError as BrokerError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    return (OperationalError, InterfaceError, BrokerError, RedisConnectionError, RedisTimeoutError, ConnectionError)
+
+
+def unavailable_body(exc: BaseException, retry_after: int) -> dict:
+    from django.db import Error as DatabaseError
+
+    what = "database" if isinstance(exc, DatabaseError) else "task queue"
+    return {"detail": f"The {what} is unavailable for a moment. Try again in {retry_after} seconds.",
+            "retry_after": retry_after}

@@ -3,9 +3,11 @@
 job_create() stores the request and enqueues job_plan on commit; job_plan() freezes the list of
 images (unpacking a zip first), cuts it into InferenceChunk rows and enqueues one task per
 chunk, so every worker on the inference queue can take a share. chunk_run() claims its chunk
-with a conditional UPDATE (a chunk delivered twice writes nothing twice; a claim older than
-INFERENCE_CHUNK_TIMEOUT_S belongs to a dead worker and is taken over), predicts the images
-the job's version has not predicted yet, and writes the predictions in bulk.
+with a conditional UPDATE (a chunk delivered twice writes nothing twice), stamps a heartbeat
+every INFERENCE_CHUNK_HEARTBEAT_S while it runs, predicts the images the job's version has not
+predicted yet, and writes the predictions in bulk. A running chunk whose heartbeat is older than
+INFERENCE_CHUNK_TIMEOUT_S, or whose worker process on this host is gone, belongs to a dead
+worker: a redelivery takes it over, and chunks_retake() (the recovery loop) queues it again.
 
 A promotion starts a job too (source "repredict"): the new champion predicts every image it
 has not seen yet, and its chunks stop as soon as a newer champion has taken over.
@@ -28,11 +30,13 @@ from django.utils.module_loading import import_string
 
 from . import enqueue, registry, uploads
 from .errors import Conflict, Rejected
+from .heartbeat import beating
 from .models import Image, InferenceChunk, InferenceJob, ModelVersion, Prediction
 from .predictions import predict_images, predictions_write
 
 logger = logging.getLogger(__name__)
 LOWEST_SHOWN = 20
+CHUNK_TASK = "classifier.tasks.inference_chunk"
 
 
 class JobRejected(Rejected):
@@ -115,7 +119,7 @@ def job_plan(*, job_id: int) -> InferenceJob | None:
         ], ignore_conflicts=True)
         InferenceJob.objects.filter(id=job.id).update(image_ids=ids, total=len(ids), status=InferenceJob.Status.RUNNING)
         for chunk_id in InferenceChunk.objects.filter(job=job).values_list("id", flat=True):
-            enqueue.on_commit("classifier.tasks.inference_chunk", chunk_id)
+            enqueue.on_commit(CHUNK_TASK, chunk_id)
     job.refresh_from_db()
     if not chunks:
         return _finish(job, InferenceJob.Status.DONE)
@@ -147,14 +151,56 @@ def job_cancel(*, job: InferenceJob) -> InferenceJob:
     return job
 
 
+def _worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _process_gone(worker: str) -> bool:
+    """The worker that claimed a chunk was a process of this host that no longer exists (a pool
+    process killed: its task is redelivered at once, and need not wait for the timeout)."""
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def _stale() -> Q:
+    before = timezone.now() - timedelta(seconds=settings.INFERENCE_CHUNK_TIMEOUT_S)
+    return Q(status=InferenceChunk.Status.RUNNING) & (
+        Q(heartbeat__lt=before) | Q(heartbeat__isnull=True, claimed__lt=before))
+
+
 def _claim(chunk_id: int) -> InferenceChunk | None:
     now = timezone.now()
-    stale = now - timedelta(seconds=settings.INFERENCE_CHUNK_TIMEOUT_S)
-    claimable = Q(status=InferenceChunk.Status.QUEUED) | Q(status=InferenceChunk.Status.RUNNING, claimed__lt=stale)
+    claimable = Q(status=InferenceChunk.Status.QUEUED) | _stale()
+    current = InferenceChunk.objects.filter(id=chunk_id, status=InferenceChunk.Status.RUNNING).first()
+    # This very process held it: its earlier attempt has ended (a retry after a database error).
+    if current is not None and (current.worker == _worker_name() or _process_gone(current.worker)):
+        claimable |= Q(status=InferenceChunk.Status.RUNNING, worker=current.worker)
     if not InferenceChunk.objects.filter(claimable, id=chunk_id).update(
-            status=InferenceChunk.Status.RUNNING, claimed=now, worker=f"{socket.gethostname()}:{os.getpid()}"):
+            status=InferenceChunk.Status.RUNNING, claimed=now, heartbeat=now, worker=_worker_name()):
         return None
     return InferenceChunk.objects.select_related("job", "job__version").get(id=chunk_id)
+
+
+def chunks_retake() -> list[int]:
+    """Running chunks whose worker stopped beating go back to the queue, each once."""
+    retaken = []
+    for chunk_id in InferenceChunk.objects.filter(_stale()).values_list("id", flat=True):
+        with transaction.atomic():
+            if InferenceChunk.objects.filter(_stale(), id=chunk_id).update(status=InferenceChunk.Status.QUEUED,
+                                                                          worker=""):
+                enqueue.on_commit(CHUNK_TASK, chunk_id)
+                retaken.append(chunk_id)
+    if retaken:
+        logger.warning("retook chunks %s: their workers stopped reporting", retaken)
+    return retaken
 
 
 def _superseded(job: InferenceJob) -> bool:
@@ -173,7 +219,9 @@ def chunk_run(*, chunk_id: int) -> InferenceChunk | None:
     started = time.perf_counter()
     done = set(Prediction.objects.filter(model_version=job.version, image_id__in=chunk.image_ids)
                .values_list("image_id", flat=True))
-    predicted = predict_images(job.version, [i for i in chunk.image_ids if i not in done])
+    mine = InferenceChunk.objects.filter(id=chunk.id, status=InferenceChunk.Status.RUNNING, worker=chunk.worker)
+    with beating(mine, every_s=settings.INFERENCE_CHUNK_HEARTBEAT_S):
+        predicted = predict_images(job.version, [i for i in chunk.image_ids if i not in done])
     predictions_write(version=job.version, predicted=predicted)
     InferenceChunk.objects.filter(id=chunk.id).update(
         status=InferenceChunk.Status.DONE, written=len(predicted.rows),

@@ -246,6 +246,7 @@ class TrainingRun(models.Model):
     history = models.JSONField(default=list, blank=True)  # one row per finished epoch
     cancel_requested = models.BooleanField(default=False)
     heartbeat = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)  # claims by a worker; a killed run is retried once
     enqueued = models.DateTimeField(null=True, blank=True)  # when a task for it was last sent
     worker = models.CharField(max_length=255, blank=True)
     error = models.TextField(blank=True)
@@ -378,6 +379,7 @@ class InferenceChunk(models.Model):
     size = models.PositiveIntegerField()
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     claimed = models.DateTimeField(null=True, blank=True)
+    heartbeat = models.DateTimeField(null=True, blank=True)  # the running worker is alive (jobs.py)
     worker = models.CharField(max_length=255, blank=True)
     written = models.PositiveIntegerField(default=0)
     failed = models.JSONField(default=dict, blank=True)  # image id -> error
@@ -388,3 +390,4 @@ class InferenceChunk(models.Model):
     class Meta:
         ordering = ["job", "index"]
         constraints = [models.UniqueConstraint(fields=["job", "index"], name="one_chunk_per_index")]
+from .outbox import OutboxMessage  # noqa: E402,F401  (its own module; registered with the app here)

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -154,6 +154,26 @@ def image_classify(*, image_id: int) -> Prediction | None:
         return existing
     if not _claim(image_id):
         return None
+    try:
+        return _predict_claimed(image_id, version)
+    except DatabaseError:
+        _release(image_id)  # the retry of this task (or the next delivery) can claim it again
+        raise
+
+
+def _release(image_id: int) -> None:
+    """Gives a claim back after the database failed mid-way; on a fresh connection, since the
+    failure usually took the old one. Still away: the recovery loop retakes the image later."""
+    try:
+        if not connection.in_atomic_block:
+            connection.close()
+        Image.objects.filter(id=image_id, status=Image.Status.PREDICTING).update(
+            status=Image.Status.QUEUED, status_changed=timezone.now())
+    except DatabaseError:
+        logger.warning("image %s stays claimed until PREDICTION_CLAIM_TIMEOUT_S: the database is away", image_id)
+
+
+def _predict_claimed(image_id: int, version: ModelVersion) -> Prediction | None:
     image = Image.objects.get(id=image_id)
     try:
         predictor = serving.get_predictor(version)

@@ -4,6 +4,8 @@ Decisions only enqueue a check (counting is cheap, but checking that the labels 
 on reads them all), and at most one check waits in the queue at a time.
 """
 
+import logging
+
 from django.conf import settings
 from django.core.cache import caches
 
@@ -13,6 +15,7 @@ from classifier.training.runs import training_automatic
 
 from .selectors import labels_since
 
+logger = logging.getLogger(__name__)
 CHECK_TASK = "labeling.tasks.retrain_if_due"
 
 # While a retrain check waits in the queue, decisions enqueue no other: the waiting one counts
@@ -31,13 +34,14 @@ def retrain_check_key() -> str:
 def retrain_check_enqueue() -> None:
     if settings.RETRAIN_AFTER_LABELS <= 0:
         return
-    key = retrain_check_key()
-    if caches["shared"].add(key, 1, timeout=RETRAIN_CHECK_PENDING_S):
-        try:
-            enqueue.send(CHECK_TASK)
-        except Exception:
-            caches["shared"].delete(key)  # no check is waiting: the next decision must enqueue one
-            raise
+    try:
+        first = caches["shared"].add(retrain_check_key(), 1, timeout=RETRAIN_CHECK_PENDING_S)
+    except Exception as e:
+        # The shared cache (Redis) away: enqueue one anyway; a check too many only counts again.
+        logger.warning("shared cache unavailable (%s); enqueuing a retrain check", e)
+        first = True
+    if first:
+        enqueue.on_commit(CHECK_TASK)  # through the outbox: a broker away delays the check, never loses it
 
 
 def retrain_check() -> TrainingRun | None:

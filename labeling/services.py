@@ -108,7 +108,7 @@ def decision_make(*, user, token: str, action: str, label: str | None = None, ba
         time_taken_ms=time_taken_ms,
     )
     claim.delete()
-    transaction.on_commit(retrain.retrain_check_enqueue)
+    transaction.on_commit(retrain.retrain_check_enqueue, robust=True)
     return annotation
 
 

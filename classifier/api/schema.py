@@ -3,7 +3,8 @@ the one shape the error handler writes: `{"detail": "..."}` (400 may add per-fie
 
 ERROR = {
     "type": "object",
-    "properties": {"detail": {"type": "string"}},
+    "properties": {"detail": {"type": "string"},
+                   "retry_after": {"type": "integer", "description": "503 only: seconds to wait"}},
     "required": ["detail"],
     "additionalProperties": True,  # a 400 may carry field errors or per-file reasons
 }
@@ -14,6 +15,7 @@ REASONS = {
     "404": "no such object, or not visible to you",
     "405": "this method is not allowed here",
     "409": "the state changed: nothing was written",
+    "503": "the database or the task broker is away for a moment: retry after `retry_after` seconds",
 }
 
 
@@ -23,7 +25,7 @@ def document_errors(result, generator, request, public):
     ref = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
     for path, operations in result.get("paths", {}).items():
         for method, operation in operations.items():
-            codes = ["401", "403"]
+            codes = ["401", "403", "503"]
             names = {p.get("name") for p in operation.get("parameters", [])}
             if "{" in path or "page" in names:  # DRF answers 404 for a page past the end
                 codes.append("404")

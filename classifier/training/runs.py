@@ -9,7 +9,7 @@ running run at all), freezes a snapshot of the labels, trains with classifier.ml
 same code as the command line), registers the version and lets the gate decide whether it
 replaces the champion. A run whose snapshot, mode, options and parent match a registered
 version's run returns that version instead of training it again. The watchdog (watchdog.py)
-fails runs whose worker died.
+queues a run whose worker died again once (TRAINING_MAX_ATTEMPTS), and fails it after that.
 """
 
 import hashlib
@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from .. import enqueue, selectors, serving
@@ -191,12 +192,27 @@ def finish(run_id: int, status: str, *, error: str = "", only_if: dict | None = 
     return bool(updated)
 
 
-def fail_if_stale(run: TrainingRun, stale_before) -> bool:
+def recover_if_stale(run: TrainingRun, stale_before) -> str | None:
+    """A running run whose worker stopped reporting (killed, out of memory): queued again while it
+    has attempts left (TRAINING_MAX_ATTEMPTS: a killed run is retried once), failed after that.
+    "retried", "failed", or None when it is not stale (or someone else acted first)."""
     last = f"{run.heartbeat:%Y-%m-%d %H:%M:%S} UTC" if run.heartbeat else "never"
-    message = (f"The worker {run.worker} stopped reporting (last heartbeat: {last}); nothing was registered. "
-               "Start a new run.")
-    return finish(run.id, TrainingRun.Status.FAILED, error=message,
-                  only_if=dict(status=TrainingRun.Status.RUNNING, heartbeat__lt=stale_before))
+    stopped = f"The worker {run.worker} stopped reporting (last heartbeat: {last})"
+    still_stale = dict(status=TrainingRun.Status.RUNNING, heartbeat__lt=stale_before)
+    if run.attempts < settings.TRAINING_MAX_ATTEMPTS and not run.cancel_requested:
+        try:
+            with transaction.atomic():
+                if not TrainingRun.objects.filter(id=run.id, **still_stale).update(
+                        status=TrainingRun.Status.QUEUED, stage="", worker="", heartbeat=None, enqueued=timezone.now(),
+                        error=f"{stopped} on attempt {run.attempts}; retrying."):
+                    return None
+                enqueue.on_commit(TRAIN_TASK, run.id)
+            logger.warning("training run %s: %s; queued again", run.id, stopped)
+            return "retried"
+        except IntegrityError:
+            pass  # another run of this mode is queued already: this one is failed instead
+    message = f"{stopped} on attempt {run.attempts}; nothing was registered. Start a new run."
+    return "failed" if finish(run.id, TrainingRun.Status.FAILED, error=message, only_if=still_stale) else None
 
 
 def start_next_queued(*, resend_after_s: float = 0) -> int | None:
@@ -220,7 +236,7 @@ def _claim(run_id: int) -> TrainingRun | None:
             claimed = TrainingRun.objects.filter(id=run_id, status=TrainingRun.Status.QUEUED,
                                                  cancel_requested=False).update(
                 status=TrainingRun.Status.RUNNING, started=now, heartbeat=now, worker=worker_name(),
-                stage="starting", error="")
+                stage="starting", error="", attempts=F("attempts") + 1)
     except IntegrityError:
         return None  # another run is training; this one starts when that one ends
     if claimed:
@@ -229,7 +245,7 @@ def _claim(run_id: int) -> TrainingRun | None:
     if run is not None and run.status == TrainingRun.Status.RUNNING:
         # Delivered again: after a crash (the broker re-delivers unacknowledged tasks) the run
         # is running with a stale heartbeat: it failed. Otherwise another worker has it.
-        fail_if_stale(run, now - timedelta(seconds=settings.TRAINING_HEARTBEAT_TIMEOUT_S))
+        recover_if_stale(run, now - timedelta(seconds=settings.TRAINING_HEARTBEAT_TIMEOUT_S))
     return None
 
 

@@ -1,5 +1,5 @@
-"""The watchdog (Celery beat, every minute): fails runs whose worker stopped sending heartbeats,
-removes what dead workers left on disk, and starts the next queued run."""
+"""The watchdog (Celery beat, every minute): retries once, then fails, runs whose worker stopped
+sending heartbeats, removes what dead workers left on disk, and starts the next queued run."""
 
 import shutil
 import time
@@ -10,19 +10,26 @@ from django.conf import settings
 from django.utils import timezone
 
 from ..models import ModelVersion, TrainingRun
-from .runs import CHECKPOINTS, fail_if_stale, start_next_queued
+from .runs import CHECKPOINTS, recover_if_stale, start_next_queued
 
 
 def training_watchdog() -> dict:
-    """Fails runs whose worker died, sweeps half-written folders, starts a waiting run."""
-    stale_before = timezone.now() - timedelta(seconds=settings.TRAINING_HEARTBEAT_TIMEOUT_S)
-    failed = []
-    for run in TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING, heartbeat__lt=stale_before):
-        if fail_if_stale(run, stale_before):
-            failed.append(run.id)
+    """Retries or fails runs whose worker died, sweeps half-written folders, starts a waiting run."""
+    report = stale_runs_recover()
     swept = sweep_models_root()
     started = start_next_queued(resend_after_s=300)
-    return {"failed": failed, "swept": swept, "started": started}
+    return {**report, "swept": swept, "started": started}
+
+
+def stale_runs_recover() -> dict:
+    """Also run by the recovery loop (classifier.recovery), which does not need the broker."""
+    stale_before = timezone.now() - timedelta(seconds=settings.TRAINING_HEARTBEAT_TIMEOUT_S)
+    report = {"retried": [], "failed": []}
+    for run in TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING, heartbeat__lt=stale_before):
+        outcome = recover_if_stale(run, stale_before)
+        if outcome:
+            report[outcome].append(run.id)
+    return report
 
 
 def sweep_models_root() -> list[str]:

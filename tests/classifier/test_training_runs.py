@@ -157,7 +157,9 @@ def test_the_watchdog_fails_a_run_whose_worker_stopped(dataset, settings, tmp_pa
 
     run = runs.training_request(mode="head", trigger=TrainingRun.Trigger.MANUAL)
     long_ago = timezone.now() - timedelta(seconds=settings.TRAINING_HEARTBEAT_TIMEOUT_S + 5)
-    TrainingRun.objects.filter(id=run.id).update(status="running", heartbeat=long_ago, worker="gone:1")
+    # Its retry died too (a first death is retried: the next test).
+    TrainingRun.objects.filter(id=run.id).update(status="running", heartbeat=long_ago, worker="gone:1",
+                                                 attempts=settings.TRAINING_MAX_ATTEMPTS)
     leftover = Path(settings.MODELS_ROOT) / ".head-9-abc.xyz.partial"
     leftover.mkdir(parents=True)
     settings.ONNX_DIR = Path(settings.MODELS_ROOT) / "onnx"
@@ -181,6 +183,34 @@ def test_the_watchdog_fails_a_run_whose_worker_stopped(dataset, settings, tmp_pa
     # The run failed for good: a late delivery of its task does nothing.
     assert runs.training_execute(run_id=run.id) is None
     assert not ModelVersion.objects.filter(kind="head").exists()
+
+
+def test_the_watchdog_retries_once_a_run_whose_worker_was_killed(dataset, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from classifier.models import OutboxMessage
+
+    run = runs.training_request(mode="head", trigger=TrainingRun.Trigger.MANUAL)
+    long_ago = timezone.now() - timedelta(seconds=settings.TRAINING_HEARTBEAT_TIMEOUT_S + 5)
+
+    def killed(worker: str) -> None:  # what a claim and a SIGKILL leave behind
+        TrainingRun.objects.filter(id=run.id).update(status="running", heartbeat=long_ago, worker=worker,
+                                                     attempts=TrainingRun.objects.get(id=run.id).attempts + 1)
+
+    killed("oom-killed:1")
+    report = watchdog.training_watchdog()
+    run.refresh_from_db()
+    assert report["retried"] == [run.id] and report["failed"] == []
+    assert run.status == "queued" and "retrying" in run.error and run.worker == ""
+    assert OutboxMessage.objects.filter(task_name=runs.TRAIN_TASK, args=[run.id]).count() == 2  # request, retry
+
+    killed("oom-killed-again:1")
+    report = watchdog.training_watchdog()
+    run.refresh_from_db()
+    assert report["failed"] == [run.id]
+    assert run.status == "failed" and "attempt 2" in run.error and "stopped reporting" in run.error
 
 
 def test_the_schedule_skips_when_no_label_changed(dataset, label_images):

@@ -5,7 +5,7 @@ import requests
 from django.conf import settings
 from rest_framework.authtoken.models import Token
 
-from classifier.models import Image, Prediction
+from classifier.models import Image, OutboxMessage, Prediction
 from tests.helpers import demo_photo, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
@@ -34,6 +34,9 @@ def test_it_classifies_an_upload_in_a_worker(live_server, celery_worker, species
     assert body["prediction"]["top"][0]["p"] > 0.5
     assert body["prediction"]["backend"] == "onnxruntime-cpu"  # a CPU worker serves through ONNX Runtime
     assert Prediction.objects.filter(image_id=created["id"], model_version=species).count() == 1
+    # The worker marked the task's outbox message delivered: the sweeper never sends it again.
+    [message] = OutboxMessage.objects.filter(task_name="classifier.tasks.image_classify", args=[created["id"]])
+    assert message.sent_at is not None and message.delivered_at is not None
 
 
 def test_it_predicts_every_image_of_a_multi_file_upload(live_server, celery_worker, species, alice):

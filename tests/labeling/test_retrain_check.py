@@ -3,8 +3,10 @@ labels of the decisions made meanwhile (labeling.services)."""
 
 import pytest
 from django.core.cache import caches
+from kombu.exceptions import OperationalError
 
-from classifier.models import TrainingRun
+from classifier import recovery
+from classifier.models import OutboxMessage, TrainingRun
 from labeling import retrain, review_queue, services, tasks
 from tests.labeling.factories import predicted_image, with_margin
 
@@ -21,7 +23,7 @@ def _no_pending_check():
 @pytest.fixture
 def enqueued(monkeypatch):
     calls = []
-    monkeypatch.setattr(tasks.retrain_if_due, "delay", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(tasks.retrain_if_due, "apply_async", lambda *a, **k: calls.append(k.get("args")))
     return calls
 
 
@@ -65,23 +67,27 @@ def test_no_check_is_enqueued_when_retraining_after_labels_is_off(
     assert enqueued == []
 
 
-def test_a_check_that_could_not_be_enqueued_leaves_the_next_decision_to_enqueue_one(
+def test_a_check_the_broker_did_not_take_waits_in_the_outbox_and_is_sent_once_it_returns(
         settings, monkeypatch, species, annotator, django_capture_on_commit_callbacks):
     settings.RETRAIN_AFTER_LABELS = 10
     for _ in range(2):
         predicted_image(version=species, probs=with_margin(species, 0.1))
-    calls = []
+    calls, broker = [], {"up": False}
 
-    def broker_down(*args, **kwargs):
-        calls.append(args)
-        if len(calls) == 1:
-            raise ConnectionError("broker unreachable")
+    def apply_async(*args, **kwargs):
+        if not broker["up"]:
+            raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+        calls.append(kwargs.get("args"))
 
-    monkeypatch.setattr(tasks.retrain_if_due, "delay", broker_down)
-    with pytest.raises(ConnectionError):
-        decide(annotator, 1, django_capture_on_commit_callbacks)
-    decide(annotator, 1, django_capture_on_commit_callbacks)
-    assert len(calls) == 2
+    monkeypatch.setattr(tasks.retrain_if_due, "apply_async", apply_async)
+    decide(annotator, 2, django_capture_on_commit_callbacks)  # no error: the decisions are stored
+    [message] = OutboxMessage.objects.filter(task_name=retrain.CHECK_TASK)
+    assert message.sent_at is None and message.attempts == 1
+
+    broker["up"] = True
+    recovery.recover_once()
+    recovery.recover_once()
+    assert calls == [()]
 
 
 def test_installations_sharing_a_redis_keep_their_pending_checks_apart(settings):
