@@ -26,3 +26,24 @@ def preload_ml(**kwargs):
     children share it and no first task waits on the import. The web process never imports them."""
     import classifier.ml.predict  # noqa: F401
     import classifier.ml.train  # noqa: F401
+
+
+_heartbeat = {}
+
+
+@signals.worker_ready.connect
+def announce_worker(sender, **kwargs):
+    """The worker's row in the database (queues, device, serving backend), kept fresh by a
+    heartbeat thread: the training page and /api/workers/ read it (classifier.workers)."""
+    from classifier import workers
+
+    queues = [q.name for q in sender.task_consumer.queues]
+    concurrency = getattr(sender.controller, "concurrency", None) or 1
+    _heartbeat["beat"] = workers.Heartbeat(hostname=sender.hostname, queues=queues, concurrency=concurrency).start()
+
+
+@signals.worker_shutting_down.connect
+def worker_goodbye(**kwargs):
+    beat = _heartbeat.pop("beat", None)
+    if beat is not None:
+        beat.stop()

@@ -265,6 +265,14 @@ INFERENCE_BATCH_SIZE = env_int("INFERENCE_BATCH_SIZE", 32, minimum=1)
 INFERENCE_DECODE_THREADS = env_int("INFERENCE_DECODE_THREADS", 2, minimum=1)
 # A chunk claimed longer ago than this belongs to a dead worker and may be taken over.
 INFERENCE_CHUNK_TIMEOUT_S = env_int("INFERENCE_CHUNK_TIMEOUT_S", 900, minimum=5)
+# Workers announce themselves (queues, device, serving backend) in the database every
+# WORKER_HEARTBEAT_S; one not heard from for WORKER_FRESH_S is taken to be gone.
+WORKER_HEARTBEAT_S = env_int("WORKER_HEARTBEAT_S", 30, minimum=1)
+WORKER_FRESH_S = env_int("WORKER_FRESH_S", 120, minimum=2)
+# One CPU core's seconds per training image per epoch of a fine-tune (EfficientNet-Lite0 at
+# 224 px, forward and backward; measured 0.18 CPU-s, see docs/workers.md). Validation images
+# cost a quarter of it. The training page's estimate before a fine-tune with no CUDA worker.
+FINETUNE_CPU_S_PER_IMAGE = env_float("FINETUNE_CPU_S_PER_IMAGE", 0.2, minimum=0.0)
 if RETRAIN_MODE not in ("head", "finetune"):
     raise ImproperlyConfigured(f"RETRAIN_MODE={RETRAIN_MODE!r}; choose one of: head, finetune")
 if TRAINING_DEVICE not in ("auto", "cpu", "cuda"):

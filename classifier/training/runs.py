@@ -26,7 +26,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from .. import enqueue, selectors, serving
+from .. import enqueue, selectors, serving, workers
 from ..errors import Conflict, Rejected
 from ..ml.cards import CARD_FILE, KIND_FINETUNE, KIND_HEAD, ModelDirError, file_sha256
 from ..ml.datasets import Item, TooFewImages, snapshot_sha256
@@ -75,10 +75,12 @@ def _clean_options(options: dict | None) -> dict:
     return cleaned
 
 
-def training_request(*, mode: str, trigger: str, user=None, options: dict | None = None) -> TrainingRun:
+def training_request(*, mode: str, trigger: str, user=None, options: dict | None = None,
+                     cpu_confirmed: bool = True) -> TrainingRun:
     """A run of this mode: the one already queued, or the one running with the same options (the
     request joins it), or a new queued one. Today's labels cannot train: a refused row is left
-    and TrainingRefused raised with the reason."""
+    and TrainingRefused raised with the reason. cpu_confirmed=False: a new fine-tune that no CUDA
+    worker would train raises workers.CpuFinetuneUnconfirmed with the CPU estimate, writing nothing."""
     if mode not in MODES:
         raise Rejected(f"Unknown training mode {mode!r}; choose one of: {', '.join(MODES)}")
     options = _clean_options(options)
@@ -86,11 +88,12 @@ def training_request(*, mode: str, trigger: str, user=None, options: dict | None
     if joined is not None:
         return joined
     try:
-        training_check(mode)  # refuse now, with the reason, rather than queue a run that must fail
+        items = training_check(mode)  # refuse now, with the reason, rather than queue a run that must fail
     except TrainingRefused as e:
         _outcome_row(mode=mode, trigger=trigger, user=user, options=options, status=TrainingRun.Status.REFUSED,
                      outcome=f"refused: {e}")
         raise
+    workers.cpu_finetune_check(mode=mode, items=items, options=options, confirmed=cpu_confirmed)
     return _queue(mode=mode, trigger=trigger, user=user, options=options)
 
 
