@@ -233,6 +233,16 @@ PREDICTION_CLAIM_TIMEOUT_S = env_int("PREDICTION_CLAIM_TIMEOUT_S", 300, minimum=
 # process: a shared volume in a multi-node deployment (see docker-compose.yml).
 MODELS_ROOT = Path(env_str("MODELS_ROOT", str(VAR_DIR / "models")))
 EMBEDDING_CACHE_DIR = Path(env_str("EMBEDDING_CACHE_DIR", str(VAR_DIR / "embeddings")))
+# Model versions' files (card.json and weights) go through one storage, STORAGES["models"]: the
+# file system at MODELS_ROOT by default (no copy: training writes there), any S3-compatible store
+# with MODELS_STORAGE=storages.backends.s3.S3Storage and MODELS_STORAGE_OPTIONS (django-storages).
+# A node that lacks a version's folder downloads it into MODELS_CACHE_DIR (one folder per card
+# checksum), checking every file's checksum (classifier/model_store.py).
+STORAGES["models"] = {
+    "BACKEND": env_str("MODELS_STORAGE", "django.core.files.storage.FileSystemStorage"),
+    "OPTIONS": env_json("MODELS_STORAGE_OPTIONS", {}),  # FileSystemStorage without "location": MODELS_ROOT
+}
+MODELS_CACHE_DIR = Path(env_str("MODELS_CACHE_DIR", str(VAR_DIR / "model-cache")))
 # ONNX exports, one per model card (named by the card's hash), made once and shared like MODELS_ROOT.
 ONNX_DIR = Path(env_str("ONNX_DIR", str(MODELS_ROOT / "onnx")))
 # Where training reads the current labels from: {image id: class name}. A dotted path, so

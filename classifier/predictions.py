@@ -156,7 +156,7 @@ def image_classify(*, image_id: int) -> Prediction | None:
         return None
     image = Image.objects.get(id=image_id)
     try:
-        predictor = serving.get_predictor(version)
+        version, predictor = serving.production_predictor(version)  # the last good one if its files are broken
         decoded = decode_image(read_bytes(image.original.name), max_pixels=settings.UPLOAD_MAX_PIXELS)
         result = predictor.predict([decoded.image], top_k=settings.PREDICTION_TOP_K)[0]
     except (InvalidImage, FileNotFoundError, OSError) as e:

@@ -26,7 +26,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from .. import enqueue, selectors, serving, workers
+from .. import enqueue, model_store, selectors, serving, workers
 from ..errors import Conflict, Rejected
 from ..ml.cards import CARD_FILE, KIND_FINETUNE, KIND_HEAD, ModelDirError, file_sha256
 from ..ml.datasets import Item, TooFewImages, snapshot_sha256
@@ -337,8 +337,9 @@ def _train(run: TrainingRun, checkpoint: Path) -> ModelVersion:
         cache_dir=settings.EMBEDDING_CACHE_DIR, weights_dir=settings.WEIGHTS_DIR, checkpoint=checkpoint, **chosen,
     )
     result = fit(config, progress=Reporter(run.id))
-    # The folder is complete on disk before the row exists: a crash here leaves an
+    # Every file is in the model store before the row exists: a crash here leaves an
     # unreferenced folder that the watchdog sweeps, never a version without files.
+    model_store.publish(name, config.out)
     card_sha = file_sha256(config.out / CARD_FILE)
     with transaction.atomic():
         version = ModelVersion.objects.create(
