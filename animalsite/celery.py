@@ -55,3 +55,24 @@ def start_recovery(**kwargs):
     from classifier import recovery
 
     recovery.start_thread()
+
+
+_heartbeat = {}
+
+
+@signals.worker_ready.connect
+def announce_worker(sender, **kwargs):
+    """The worker's row in the database (queues, device, serving backend), kept fresh by a
+    heartbeat thread: the training page and /api/workers/ read it (classifier.workers)."""
+    from classifier import workers
+
+    queues = [q.name for q in sender.task_consumer.queues]
+    concurrency = getattr(sender.controller, "concurrency", None) or 1
+    _heartbeat["beat"] = workers.Heartbeat(hostname=sender.hostname, queues=queues, concurrency=concurrency).start()
+
+
+@signals.worker_shutting_down.connect
+def worker_goodbye(**kwargs):
+    beat = _heartbeat.pop("beat", None)
+    if beat is not None:
+        beat.stop()

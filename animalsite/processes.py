@@ -15,6 +15,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 WORKER_READY = "ready."  # what `celery worker` logs once it consumes
+# The training worker's CPU priority below the others' (nice(2) increment): on a machine that
+# runs both queues, a CPU training run takes only the time predictions leave over.
+TRAINING_NICENESS = 10
 
 
 class ProcessFailed(RuntimeError):
@@ -56,14 +59,26 @@ def beat_command(schedule_file: Path) -> list[str]:
             "--schedule", str(schedule_file)]
 
 
+def child_setup(niceness: int = 0):
+    """A Popen preexec_fn: die with the parent, and run `niceness` steps below the parent's CPU
+    priority (inherited by every process the child starts, e.g. a Celery worker's pool)."""
+    def setup() -> None:
+        die_with_parent()
+        if niceness:
+            os.nice(niceness)
+
+    return setup
+
+
 def start(command: list[str], *, env: dict | None = None, log_path: Path | None = None, name: str = "",
-          new_session: bool = False) -> subprocess.Popen:
+          new_session: bool = False, niceness: int = 0) -> subprocess.Popen:
     """A child in the repository root; its output goes to log_path (or this process's own).
-    new_session: Ctrl-C in a terminal reaches the parent only, which stops children in order."""
+    new_session: Ctrl-C in a terminal reaches the parent only, which stops children in order.
+    niceness: a lower CPU priority than this process's (0: the same)."""
     log = open(log_path, "w") if log_path else None
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log,
                                stderr=subprocess.STDOUT if log else None, start_new_session=new_session,
-                               preexec_fn=die_with_parent)
+                               preexec_fn=child_setup(niceness))
     process.name, process.log_path, process.log = name or Path(command[0]).name, log_path, log
     return process
 

@@ -219,6 +219,16 @@ PREDICTION_CLAIM_TIMEOUT_S = env_int("PREDICTION_CLAIM_TIMEOUT_S", 60, minimum=1
 # process: a shared volume in a multi-node deployment (see docker-compose.yml).
 MODELS_ROOT = Path(env_str("MODELS_ROOT", str(VAR_DIR / "models")))
 EMBEDDING_CACHE_DIR = Path(env_str("EMBEDDING_CACHE_DIR", str(VAR_DIR / "embeddings")))
+# Model versions' files (card.json and weights) go through one storage, STORAGES["models"]: the
+# file system at MODELS_ROOT by default (no copy: training writes there), any S3-compatible store
+# with MODELS_STORAGE=storages.backends.s3.S3Storage and MODELS_STORAGE_OPTIONS (django-storages).
+# A node that lacks a version's folder downloads it into MODELS_CACHE_DIR (one folder per card
+# checksum), checking every file's checksum (classifier/model_store.py).
+STORAGES["models"] = {
+    "BACKEND": env_str("MODELS_STORAGE", "django.core.files.storage.FileSystemStorage"),
+    "OPTIONS": env_json("MODELS_STORAGE_OPTIONS", {}),  # FileSystemStorage without "location": MODELS_ROOT
+}
+MODELS_CACHE_DIR = Path(env_str("MODELS_CACHE_DIR", str(VAR_DIR / "model-cache")))
 # ONNX exports, one per model card (named by the card's hash), made once and shared like MODELS_ROOT.
 ONNX_DIR = Path(env_str("ONNX_DIR", str(MODELS_ROOT / "onnx")))
 # Where training reads the current labels from: {image id: class name}. A dotted path, so
@@ -260,6 +270,12 @@ INFERENCE_CHUNK_HEARTBEAT_S = env_int("INFERENCE_CHUNK_HEARTBEAT_S", 10, minimum
 INFERENCE_CHUNK_TIMEOUT_S = env_int("INFERENCE_CHUNK_TIMEOUT_S", 45, minimum=5)
 if INFERENCE_CHUNK_TIMEOUT_S < 3 * INFERENCE_CHUNK_HEARTBEAT_S:
     raise ImproperlyConfigured("INFERENCE_CHUNK_TIMEOUT_S must be at least 3 x INFERENCE_CHUNK_HEARTBEAT_S")
+# Workers announce themselves (queues, device, serving backend) in the database every
+# WORKER_HEARTBEAT_S; one not heard from for WORKER_FRESH_S is taken to be gone.
+WORKER_HEARTBEAT_S = env_int("WORKER_HEARTBEAT_S", 30, minimum=1)
+WORKER_FRESH_S = env_int("WORKER_FRESH_S", 120, minimum=2)
+# CPU seconds per training image per fine-tune epoch (Lite0, 224 px: 0.18 measured, docs/workers.md).
+FINETUNE_CPU_S_PER_IMAGE = env_float("FINETUNE_CPU_S_PER_IMAGE", 0.2, minimum=0.0)
 if RETRAIN_MODE not in ("head", "finetune"):
     raise ImproperlyConfigured(f"RETRAIN_MODE={RETRAIN_MODE!r}; choose one of: head, finetune")
 if TRAINING_DEVICE not in ("auto", "cpu", "cuda"):

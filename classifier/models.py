@@ -390,4 +390,7 @@ class InferenceChunk(models.Model):
     class Meta:
         ordering = ["job", "index"]
         constraints = [models.UniqueConstraint(fields=["job", "index"], name="one_chunk_per_index")]
+
+
+from .models_workers import WorkerNode  # noqa: E402,F401  (re-exported: every model is classifier.models.X)
 from .outbox import OutboxMessage  # noqa: E402,F401  (its own module; registered with the app here)

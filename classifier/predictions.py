@@ -176,7 +176,7 @@ def _release(image_id: int) -> None:
 def _predict_claimed(image_id: int, version: ModelVersion) -> Prediction | None:
     image = Image.objects.get(id=image_id)
     try:
-        predictor = serving.get_predictor(version)
+        version, predictor = serving.production_predictor(version)  # the last good one if its files are broken
         decoded = decode_image(read_bytes(image.original.name), max_pixels=settings.UPLOAD_MAX_PIXELS,
                                max_decoded_bytes=settings.UPLOAD_MAX_DECODED_BYTES)
         result = predictor.predict([decoded.image], top_k=settings.PREDICTION_TOP_K)[0]

@@ -15,6 +15,7 @@ from django.conf import settings
 
 from .ml.cards import ModelCard
 from .ml.images import decode_image
+from .model_store import ModelStoreError, local_model_dir
 from .models import ModelVersion
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _lock = threading.Lock()
-_cached: dict[str, object] = {"key": None, "predictor": None}
+_cached: dict[str, object] = {"key": None, "predictor": None, "version": None}
 CHECK_PHOTO_COUNT = 4
 
 
@@ -46,7 +47,8 @@ def default_device() -> str:
 
 
 def model_dir_of(version: ModelVersion) -> Path | None:
-    return Path(settings.MODELS_ROOT) / version.model_dir if version.model_dir else None
+    """The version's checked local folder (downloaded from the model store if this node lacks it)."""
+    return local_model_dir(version)
 
 
 def onnx_path_of(version: ModelVersion) -> Path:
@@ -111,6 +113,7 @@ def build_predictor(version: ModelVersion, *, device: str | None = None):
     (with a warning) rather than not at all.
     """
     device = device or default_device()
+    model_dir_of(version)  # the files first: one clear ModelStoreError, never a fallback over them
     if device == "cpu" and exports_onnx():
         from .ml.ort import OrtPredictor
 
@@ -132,5 +135,20 @@ def get_predictor(version: ModelVersion):
         key = (version.id, version.card_sha256)
         if _cached["key"] != key:
             _cached["predictor"] = build_predictor(version)
-            _cached["key"] = key
+            _cached["key"], _cached["version"] = key, version
         return _cached["predictor"]
+
+
+def production_predictor(version: ModelVersion) -> tuple[ModelVersion, "Predictor"]:
+    """(version, its predictor); when the version's files cannot be had from the model store, the
+    last version this process served keeps serving (the error is logged, naming file and version),
+    and it is that version the caller must record."""
+    try:
+        return version, get_predictor(version)
+    except ModelStoreError as e:
+        with _lock:
+            last, predictor = _cached["version"], _cached["predictor"]
+        if predictor is None:
+            raise
+        logger.error("%s; still serving %s", e, last.name)
+        return last, predictor

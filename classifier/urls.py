@@ -6,6 +6,7 @@ from . import (
 )
 from .api import jobs as jobs_api
 from .api import training as training_api
+from .api import workers as workers_api
 
 urlpatterns = [
     path("", views.upload, name="upload"),
@@ -21,6 +22,7 @@ urlpatterns = [
     path("api/models/<id:version_id>/promote/", training_api.version_promote, name="api-model-promote"),
     path("api/models/rollback/", training_api.rollback, name="api-models-rollback"),
     path("api/models/events/", training_api.events, name="api-model-events"),
+    path("api/workers/", workers_api.worker_list, name="api-workers"),
     path("jobs/", views.jobs_page, name="inference-jobs"),
     path("jobs/<id:job_id>/", views.job_page, name="inference-job"),
     path("api/jobs/", jobs_api.job_list, name="api-jobs"),

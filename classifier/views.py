@@ -5,7 +5,7 @@ from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django_celery_beat.models import PeriodicTask
 
-from . import charts, selectors
+from . import charts, selectors, workers
 from .ml.coverage import LEARNED, NOT_SERVED, ZERO_SHOT, coverage_loss, serving_table
 from .models import Image, InferenceJob, ModelEvent, ModelVersion, TrainingRun
 
@@ -55,7 +55,12 @@ def training_page(request):
         "schedules": PeriodicTask.objects.filter(task__startswith="classifier.tasks.training").order_by("name"),
         "retrain_after": settings.RETRAIN_AFTER_LABELS,
         "retrain_mode": settings.RETRAIN_MODE,
+        "workers": workers.workers_fresh(),
+        "training_queue": settings.TRAINING_QUEUE,
+        "fresh_s": settings.WORKER_FRESH_S,
     }
+    ctx["training_workers"] = [w for w in ctx["workers"] if settings.TRAINING_QUEUE in w.queues]
+    ctx["training_on_cuda"] = any(w.training_device == "cuda" for w in ctx["training_workers"])
     return render(request, "classifier/training.html", ctx)
 
 

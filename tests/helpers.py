@@ -9,7 +9,8 @@ from urllib.parse import urlsplit, urlunsplit
 from PIL import Image as PILImage
 
 REPO = Path(__file__).resolve().parent.parent
-DATASET = REPO.parent / "shared" / "datasets" / "caltech101-animals"
+# Real photos that ship with the repo (attributed in its README.md), so a fresh clone needs nothing beside it.
+DATASET = REPO / "tests" / "data" / "caltech101-subset"
 DEMO_PHOTOS = REPO / "demo" / "photos"
 
 

@@ -365,3 +365,31 @@ def test_it_leaves_local_state_out_of_the_build_context():
     ignored = {line.strip().rstrip("/") for line in DOCKERIGNORE.read_text().splitlines()}
     assert {".venv", "var", ".git", ".pytest_cache"} <= ignored
     assert ignored & {"__pycache__", "**/__pycache__"}
+
+
+# --- model versions in the object store (issue 13) ------------------------------------------
+
+
+def test_it_keeps_model_versions_in_the_s3_store_and_shares_no_model_volume(compose, services):
+    assert "models" not in compose["volumes"]
+    create_bucket = " ".join(services["minio-buckets"]["entrypoint"])
+    for name in LONG_RUNNING_APP_SERVICES:
+        env = environment_of(services[name])
+        assert env["MODELS_STORAGE"] == "storages.backends.s3.S3Storage", name
+        options = json.loads(env["MODELS_STORAGE_OPTIONS"])
+        assert urlsplit(options["endpoint_url"]).hostname == "minio", name
+        assert f"store/{options['bucket_name']}" in create_bucket
+        minio = environment_of(services["minio"])
+        assert options["access_key"] == minio["MINIO_ROOT_USER"], name
+        assert options["secret_key"] == minio["MINIO_ROOT_PASSWORD"], name
+        assert services[name]["depends_on"]["minio-buckets"]["condition"] == "service_completed_successfully", name
+        assert not any(str(v).split(":")[1:2] == [env["MODELS_ROOT"]] for v in services[name].get("volumes", [])), name
+
+
+def test_its_model_store_settings_load_in_the_image(services):
+    """Settings accept the compose environment, and the store class is the s3 extra's (in the image)."""
+    env = os.environ | {k: str(v) for k, v in environment_of(services["worker-training"]).items()}
+    code = ("from django.conf import settings; import django; django.setup(); "
+            "print(settings.STORAGES['models']['BACKEND'], settings.STORAGES['models']['OPTIONS']['bucket_name'])")
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["storages.backends.s3.S3Storage", "animalsite-models"], out.stderr

@@ -57,6 +57,9 @@ class EventSerializer(serializers.ModelSerializer):
 class TrainingRequestSerializer(serializers.Serializer):
     mode = serializers.ChoiceField(choices=training_runs.MODES, default="head")
     options = serializers.DictField(required=False, help_text=f"overrides: {', '.join(training_runs.OPTION_TYPES)}")
+    confirm_cpu = serializers.BooleanField(
+        default=False, help_text="start a fine-tune even though no CUDA worker serves the training queue (it runs "
+                                 "on a CPU; without this the answer is 409 with the estimate)")
 
 
 @extend_schema(request=TrainingRequestSerializer, responses={200: TrainingRunSerializer(many=True),
@@ -66,7 +69,8 @@ class TrainingRequestSerializer(serializers.Serializer):
 def runs(request):
     """GET: the latest runs, each with its outcome (skipped and refused requests included).
     POST: ask for a run; joins the queued run of that mode, or the running one with the same options (200);
-    refused with the reason (400) when today's labels cannot train, which also leaves a refused row."""
+    refused with the reason (400) when today's labels cannot train, which also leaves a refused row; a
+    fine-tune that would run on a CPU needs confirm_cpu (else 409 with confirm_cpu_required and estimate_s)."""
     if request.method == "GET":
         return Response(TrainingRunSerializer(TrainingRun.objects.select_related(
             "requested_by", "version", "snapshot")[:20], many=True).data)
@@ -75,7 +79,8 @@ def runs(request):
     before = set(TrainingRun.objects.filter(status__in=[TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING])
                  .values_list("id", flat=True))
     run = training_runs.training_request(mode=body.validated_data["mode"], trigger=TrainingRun.Trigger.MANUAL,
-                                user=request.user, options=body.validated_data.get("options"))
+                                user=request.user, options=body.validated_data.get("options"),
+                                cpu_confirmed=body.validated_data["confirm_cpu"])
     return Response(TrainingRunSerializer(run).data,
                     status=status.HTTP_200_OK if run.id in before else status.HTTP_201_CREATED)
 

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('classifier', '0007_loop_run_outcomes'),
+        ('classifier', '0008_nodes_workers'),
     ]
 
     operations = [

@@ -27,7 +27,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from .. import enqueue, selectors, serving
+from .. import enqueue, model_store, selectors, serving, workers
 from ..errors import Conflict, Rejected
 from ..ml.cards import CARD_FILE, KIND_FINETUNE, KIND_HEAD, ModelDirError, file_sha256
 from ..ml.datasets import Item, TooFewImages, snapshot_sha256
@@ -89,10 +89,12 @@ def _clean_options(options: dict | None) -> dict:
     return cleaned
 
 
-def training_request(*, mode: str, trigger: str, user=None, options: dict | None = None) -> TrainingRun:
+def training_request(*, mode: str, trigger: str, user=None, options: dict | None = None,
+                     cpu_confirmed: bool = True) -> TrainingRun:
     """A run of this mode: the one already queued, or the one running with the same options (the
     request joins it), or a new queued one. Today's labels cannot train: a refused row is left
-    and TrainingRefused raised with the reason."""
+    and TrainingRefused raised with the reason. cpu_confirmed=False: a new fine-tune that no CUDA
+    worker would train raises workers.CpuFinetuneUnconfirmed with the CPU estimate, writing nothing."""
     if mode not in MODES:
         raise Rejected(f"Unknown training mode {mode!r}; choose one of: {', '.join(MODES)}")
     options = _clean_options(options)
@@ -100,11 +102,12 @@ def training_request(*, mode: str, trigger: str, user=None, options: dict | None
     if joined is not None:
         return joined
     try:
-        training_check(mode)  # refuse now, with the reason, rather than queue a run that must fail
+        items = training_check(mode)  # refuse now, with the reason, rather than queue a run that must fail
     except TrainingRefused as e:
         _outcome_row(mode=mode, trigger=trigger, user=user, options=options, status=TrainingRun.Status.REFUSED,
                      outcome=f"refused: {e}")
         raise
+    workers.cpu_finetune_check(mode=mode, items=items, options=options, confirmed=cpu_confirmed)
     return _queue(mode=mode, trigger=trigger, user=user, options=options)
 
 
@@ -363,8 +366,9 @@ def _train(run: TrainingRun, checkpoint: Path) -> ModelVersion:
         cache_dir=settings.EMBEDDING_CACHE_DIR, weights_dir=settings.WEIGHTS_DIR, checkpoint=checkpoint, **chosen,
     )
     result = fit(config, progress=Reporter(run.id))
-    # The folder is complete on disk before the row exists: a crash here leaves an
+    # Every file is in the model store before the row exists: a crash here leaves an
     # unreferenced folder that the watchdog sweeps, never a version without files.
+    model_store.publish(name, config.out)
     card_sha = file_sha256(config.out / CARD_FILE)
     with transaction.atomic():
         version = ModelVersion.objects.create(

@@ -80,15 +80,61 @@ async function refresh() {
   known = finished;
 }
 
-document.getElementById("train-form").addEventListener("submit", async (e) => {
-  e.preventDefault();
-  const mode = e.submitter ? e.submitter.value : "head";
-  const r = await post("/api/training/runs/", { mode });
+const cpuConfirm = document.getElementById("cpu-confirm");
+
+async function requestRun(body) {
+  const r = await post("/api/training/runs/", body);
+  if (r.status === 409 && r.data.confirm_cpu_required) {
+    // No CUDA worker trains: say what a CPU run costs and ask before starting it.
+    document.getElementById("cpu-confirm-text").textContent = r.data.detail;
+    cpuConfirm.hidden = false;
+    message.textContent = "";
+    return;
+  }
+  cpuConfirm.hidden = true;
   message.textContent = r.ok
-    ? (r.status === 201 ? `Run ${r.data.id} queued.` : `A ${mode} run (${r.data.id}) was already ${r.data.status}: joined it.`)
+    ? (r.status === 201 ? `Run ${r.data.id} queued.` : `A ${body.mode} run (${r.data.id}) was already ${r.data.status}: joined it.`)
     : r.status === 400 ? `Refused: ${r.data.detail}` : r.data.detail || `Error ${r.status}`;
   refresh();
+}
+
+document.getElementById("train-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  requestRun({ mode: e.submitter ? e.submitter.value : "head" });
 });
+document.getElementById("cpu-confirm-start").addEventListener("click", () => requestRun({ mode: "finetune", confirm_cpu: true }));
+document.getElementById("cpu-confirm-cancel").addEventListener("click", () => {
+  cpuConfirm.hidden = true;
+  message.textContent = "Not started.";
+});
+
+// Who serves the queues, refreshed: a worker started after the page loaded shows up.
+async function refreshWorkers() {
+  const response = await fetch("/api/workers/", { credentials: "same-origin" });
+  if (!response.ok) return;
+  const data = await response.json();
+  const td = (text) => Object.assign(document.createElement("td"), { textContent: text ?? "" });
+  const rows = data.workers.map((w) => {
+    const tr = document.createElement("tr");
+    tr.dataset.hostname = w.hostname;
+    tr.append(td(w.hostname), td(w.queues.join(", ")), td(w.device), td(w.training_device), td(w.backend),
+      td(w.concurrency), td(new Date(w.last_seen).toLocaleTimeString()));
+    return tr;
+  });
+  if (!rows.length) {
+    const tr = Object.assign(document.createElement("tr"), { className: "none" });
+    tr.append(Object.assign(td(`No worker heard from in the last ${data.fresh_s} s.`), { colSpan: 7 }));
+    rows.push(tr);
+  }
+  document.querySelector("#workers tbody").replaceChildren(...rows);
+  const training = data.workers.filter((w) => w.queues.includes(data.training_queue));
+  const served = document.getElementById("training-served");
+  served.dataset.cuda = data.training_on_cuda ? "yes" : "no";
+  served.textContent = training.length
+    ? `The training queue (${data.training_queue}) is served by ${training.map((w) => `${w.hostname} on ${w.device}`).join(", ")}.`
+    : `No worker serves the training queue (${data.training_queue}) now: a run waits in the queue until one starts.`;
+  document.getElementById("finetune-device").textContent = data.training_on_cuda ? "(GPU)" : "(no GPU: asks first)";
+}
 
 document.getElementById("rollback").addEventListener("click", async () => {
   const r = await post("/api/models/rollback/");
@@ -110,3 +156,4 @@ for (const button of document.querySelectorAll("button.promote")) {
 
 refresh();
 setInterval(refresh, 1000);
+setInterval(refreshWorkers, 5000);

@@ -65,6 +65,7 @@ ROUTES = {
     "POST api-model-promote": ("/api/models/{version}/promote/", {}),
     "POST api-models-rollback": ("/api/models/rollback/", {}),
     "GET api-model-events": ("/api/models/events/", None),
+    "GET api-workers": ("/api/workers/", None),
     "GET inference-jobs": ("/jobs/", None),
     "GET inference-job": ("/jobs/{job}/", None),
     "GET api-jobs": ("/api/jobs/", None),
@@ -116,6 +117,7 @@ EXPECTED = {
     "POST api-model-promote": (DENIED,      403,         403,         403,         409,         409),
     "POST api-models-rollback": (DENIED,    403,         403,         403,         409,         409),
     "GET api-model-events":   (DENIED,      403,         403,         403,         200,         200),
+    "GET api-workers":        (DENIED,      403,         403,         403,         200,         200),
     # Batch jobs, also for reviewers and staff; the job has finished (cancel: 409).
     "GET inference-jobs":     (LOGIN,       403,         403,         403,         200,         200),
     "GET inference-job":      (LOGIN,       403,         403,         403,         200,         200),

@@ -1,4 +1,8 @@
-"""Web, workers and beat in one terminal, for the embedded default. Ctrl-C stops them all."""
+"""Web, workers and beat in one terminal, for the embedded default. Ctrl-C stops them all.
+
+One worker per queue, so a training run never holds up a prediction: the inference worker
+takes uploads at once while the training worker, at a lower CPU priority, trains.
+"""
 
 import json
 import signal
@@ -13,7 +17,8 @@ from classifier import registry
 
 
 class Command(BaseCommand):
-    help = "Start gunicorn, a Celery worker (both queues) and Celery beat; stop them all on Ctrl-C."
+    help = ("Start gunicorn, a Celery worker for the inference queue, another (at a lower CPU priority) for "
+            "the training queue, and Celery beat; stop them all on Ctrl-C.")
 
     def add_arguments(self, parser):
         parser.add_argument("--host", default="127.0.0.1")
@@ -21,11 +26,13 @@ class Command(BaseCommand):
         parser.add_argument("--web-workers", type=int, default=2)
 
     def handle(self, *args, host, port, web_workers, **options):
-        queues = [settings.INFERENCE_QUEUE, settings.TRAINING_QUEUE]
         registry.backbone_sync()  # a changed DEFAULT_BACKBONE: re-embed in a job the worker below runs
         children = [
             processes.start(processes.web_command(f"{host}:{port}", workers=web_workers), name="web"),
-            processes.start(processes.worker_command(queues, name="embedded", quiet=False), name="worker"),
+            processes.start(processes.worker_command([settings.INFERENCE_QUEUE], name="inference", quiet=False),
+                            name="inference worker"),
+            processes.start(processes.worker_command([settings.TRAINING_QUEUE], name="training", quiet=False),
+                            name="training worker", niceness=processes.TRAINING_NICENESS),
             processes.start(processes.beat_command(settings.VAR_DIR / "celerybeat-schedule"), name="beat"),
         ]
         self._announce(host, port)
@@ -48,12 +55,12 @@ class Command(BaseCommand):
                 time.sleep(0.5)
         finally:
             processes.stop(*children, timeout=15)
-        self.stdout.write("stopped web, worker and beat")
+        self.stdout.write("stopped web, workers and beat")
         sys.exit(exit_code)
 
     def _announce(self, host, port):
         store = settings.VAR_DIR / "demo_logins.json"
         logins = json.loads(store.read_text()) if store.exists() else {}
-        lines = [f"animalsite is running at http://{host}:{port}/  (Ctrl-C stops web, worker and beat)"]
+        lines = [f"animalsite is running at http://{host}:{port}/  (Ctrl-C stops web, workers and beat)"]
         lines += [f"  login: {user} / {password}" for user, password in logins.items()]
         self.stdout.write(self.style.SUCCESS("\n".join(lines)))

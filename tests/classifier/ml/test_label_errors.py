@@ -1,7 +1,8 @@
 """Suspected label errors: confident learning on out-of-fold probabilities (classifier.ml.label_errors).
 
 Most tests use Gaussian clusters of the embeddings' size; two use real photos (a slice of
-caltech101-animals, embedded by EfficientNet-Lite0 once per session, about 30 s on a CPU).
+caltech101-animals shipped in tests/data/caltech101-subset, embedded by EfficientNet-Lite0 once per
+session, about 30 s on a CPU).
 """
 
 import numpy as np
@@ -36,7 +37,7 @@ def flip(labels: np.ndarray, count: int, *, seed: int = 1) -> tuple[np.ndarray, 
 
 @pytest.fixture(scope="module")
 def photos(embedding_cache):
-    """Lite0 embeddings of the first 24 photos of 10 caltech101-animals classes, and their labels."""
+    """Lite0 embeddings of the first 24 photos of 10 caltech101-animals classes (tests/data), and their labels."""
     items = image_folder(DATASET)
     wanted = sorted({i.label for i in items})[:10]
     items = [i for c in wanted for i in [i for i in items if i.label == c][:24]]
