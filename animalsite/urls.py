@@ -7,6 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from classifier.api import images as images_api
+from labeling import browse_api
 
 
 def serve_media(request, path):
@@ -15,7 +16,7 @@ def serve_media(request, path):
 
 
 router = DefaultRouter()
-router.register("images", images_api.ImageViewSet, basename="api-image")
+router.register("images", browse_api.ImageViewSet, basename="api-image")
 router.register("species", images_api.SpeciesViewSet, basename="api-species")
 
 urlpatterns = [

@@ -21,6 +21,7 @@ from . import registry, serving
 from .ml.batch import BatchStats, predict_stream
 from .ml.images import InvalidImage, decode_image
 from .models import Embedding, Image, ModelVersion, Prediction
+from .signals import predictions_written
 from .storage import read_bytes
 
 logger = logging.getLogger(__name__)
@@ -117,6 +118,7 @@ def predictions_write(*, version: ModelVersion, predicted: Predicted, queued_at:
     for image_id, error in predicted.failed.items():
         Image.objects.filter(id=image_id).exclude(status=Image.Status.PREDICTED).update(
             status=Image.Status.FAILED, status_changed=now, error=error)
+    predictions_written.send(sender=Prediction, version=version, image_ids=[i for i, _, _ in predicted.rows])
     return len(created)
 
 

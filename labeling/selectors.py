@@ -37,13 +37,21 @@ def training_labels() -> dict[int, str]:
     )
     labels = {}
     for batch in batches(list(image_ids)):
-        for image_id, annotation in current_labels(batch, ground_truth=True).items():
-            if annotation.kind == Annotation.Kind.REJECTED:
-                labels[image_id] = OTHER
-            elif annotation.species is not None:
-                species = annotation.species.resolved()
-                if species.active:
-                    labels[image_id] = species.name
+        labels.update((i, name) for i, (name, _) in ground_truth_labels(batch).items())
+    return labels
+
+
+def ground_truth_labels(image_ids: Iterable[int]) -> dict[int, tuple[str, Annotation]]:
+    """image id -> (class name, the deciding annotation) for those of `image_ids` with a
+    ground-truth label, named as training_labels names them."""
+    labels = {}
+    for image_id, annotation in current_labels(image_ids, ground_truth=True).items():
+        if annotation.kind == Annotation.Kind.REJECTED:
+            labels[image_id] = (OTHER, annotation)
+        elif annotation.species is not None:
+            species = annotation.species.resolved()
+            if species.active:
+                labels[image_id] = (species.name, annotation)
     return labels
 
 

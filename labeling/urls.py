@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import api, views
+from . import api, browse_api, views
 
 urlpatterns = [
     path("review/", views.review, name="review"),
@@ -12,6 +12,9 @@ urlpatterns = [
     path("api/images/<int:image_id>/history/", api.image_history, name="api-image-history"),
     path("api/images/<int:image_id>/feedback/", api.image_feedback, name="api-image-feedback"),
     path("labels/", views.labels, name="labels"),
+    path("images/", views.browse, name="browse"),
+    path("api/images/bulk/", browse_api.bulk, name="api-images-bulk"),
+    path("api/images/<int:image_id>/bulk-undo/", browse_api.bulk_undo, name="api-image-bulk-undo"),
     path("api/imports/", api.import_create, name="api-import-create"),
     path("api/imports/<int:job_id>/", api.import_detail, name="api-import-detail"),
     path("api/export/", api.export, name="api-export"),

@@ -1,5 +1,5 @@
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view, inline_serializer
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
@@ -7,7 +7,6 @@ from rest_framework.reverse import reverse
 
 from .. import selectors, uploads
 from ..models import Image
-from ..training.snapshots import training_labels
 from .serializers import (
     ImageSerializer,
     SpeciesSerializer,
@@ -20,20 +19,6 @@ UploadErrorSerializer = inline_serializer(
 )
 
 
-LIST_FILTERS = [
-    OpenApiParameter("status", str, enum=list(Image.Status.values), description="the image's processing status"),
-    OpenApiParameter("label", str, description=(
-        "the image's current label, derived from its annotation history: the latest decision of the highest "
-        "rank (reviewer, then annotator, then import), undone decisions left out, merged classes under their "
-        "new name; `other` for \"not an animal / none of these\". An uploader's claim (feedback) is not a label. "
-        "Changes as soon as someone corrects the label.")),
-    OpenApiParameter("predicted", str, description=(
-        "the class the production version predicts for the image (images it has not predicted yet are left "
-        "out); not a label")),
-]
-
-
-@extend_schema_view(list=extend_schema(parameters=LIST_FILTERS))
 class ImageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Upload images and read each one's latest prediction."""
 
@@ -41,19 +26,8 @@ class ImageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     parser_classes = [MultiPartParser, FormParser]
 
     def get_queryset(self):
-        images = selectors.images_visible_to(self.request.user)
-        params = self.request.query_params
-        if params.get("status"):
-            images = images.filter(status=params["status"])
-        if params.get("label"):
-            wanted = params["label"].strip().lower()
-            # Labels are derived, never stored: read through the same source training reads.
-            images = images.filter(id__in=[i for i, name in training_labels().items() if name == wanted])
-        if params.get("predicted"):
-            version = selectors.production_model()
-            images = (images.filter(predictions__model_version=version, predictions__label=params["predicted"])
-                      if version else images.none())
-        return images.order_by("-created", "-id")
+        # labeling.browse_api extends this with the data browser's filters and keyset pages.
+        return selectors.images_visible_to(self.request.user).order_by("-created", "-id")
 
     def get_object(self):
         image = get_object_or_404(Image, pk=self.kwargs["pk"])

@@ -1,0 +1,126 @@
+"""GET /api/images/ with the browser's filters and keyset pages; the rest of the image API
+(upload, one image) is classifier's ImageViewSet, which this extends."""
+
+from django.http import HttpResponse
+from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.decorators import api_view
+from rest_framework.pagination import BasePagination
+from rest_framework.response import Response
+
+from classifier.api import images as images_api
+from classifier.api.serializers import ImageSerializer
+
+from . import browse
+from . import bulk as bulk_actions
+from .api import AnnotationSerializer
+
+
+class BrowseImageSerializer(ImageSerializer):
+    label = serializers.CharField(source="summary.label", help_text="current label; empty: unlabelled")
+    predicted = serializers.CharField(source="summary.predicted", help_text="production prediction; empty: none")
+    confidence = serializers.FloatField(source="summary.confidence", allow_null=True)
+    margin = serializers.FloatField(source="summary.margin", allow_null=True)
+    split = serializers.CharField(source="summary.split")
+    near_duplicate_of = serializers.IntegerField(source="summary.near_duplicate_of_id", allow_null=True)
+
+    class Meta(ImageSerializer.Meta):
+        fields = ImageSerializer.Meta.fields + ["label", "predicted", "confidence", "margin", "split",
+                                                "near_duplicate_of"]
+
+
+class KeysetPagination(BasePagination):
+    """`?sort=` (-created, created, -confidence, confidence, -margin, margin), `?cursor=` from the
+    previous page's `next`, `?page_size=` (at most 200). No counts: they cost a scan per page."""
+
+    def paginate_queryset(self, queryset, request, view=None):
+        params = request.query_params
+        size = params.get("page_size", "")
+        self.request = request
+        self.page = browse.page(queryset, sort=params.get("sort", browse.DEFAULT_SORT), cursor=params.get("cursor"),
+                                size=int(size) if size.isdigit() else browse.PAGE_SIZE)
+        return self.page.images
+
+    def get_paginated_response(self, data):
+        next_url = None
+        if self.page.next_cursor:
+            next_url = self.request.build_absolute_uri(
+                _with(self.request.query_params, cursor=self.page.next_cursor))
+        return Response({"next": next_url, "previous": None, "sort": self.page.sort, "results": data})
+
+    def get_paginated_response_schema(self, schema):
+        return {"type": "object", "required": ["results"], "properties": {
+            "next": {"type": "string", "nullable": True, "format": "uri"},
+            "previous": {"type": "string", "nullable": True},
+            "sort": {"type": "string"},
+            "results": schema,
+        }}
+
+    def get_schema_operation_parameters(self, view):
+        return [
+            {"name": "sort", "in": "query", "required": False,
+             "schema": {"type": "string", "enum": list(browse.SORTS)}},
+            {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"}},
+            {"name": "page_size", "in": "query", "required": False, "schema": {"type": "integer"}},
+        ]
+
+
+def _with(params, **changes) -> str:
+    query = params.copy()
+    for name, value in changes.items():
+        query[name] = value
+    return "?" + query.urlencode()
+
+
+class ImageViewSet(images_api.ImageViewSet):
+    """Upload images, read each one's latest prediction, and browse them all with filters."""
+
+    filter_backends = [DjangoFilterBackend]
+    filterset_class = browse.ImageFilter
+    pagination_class = KeysetPagination
+
+    def get_serializer_class(self):
+        return BrowseImageSerializer if self.action == "list" else super().get_serializer_class()
+
+    def get_queryset(self):
+        return browse.images_for(self.request.user)
+
+
+class BulkRequestSerializer(serializers.Serializer):
+    action = serializers.ChoiceField(choices=bulk_actions.ACTIONS, help_text=(
+        "label (reviewers: one annotation per image, the bulk action its source), review (send to the review "
+        "queue), predict (a batch prediction job), export (CSV of the selection's labels)"))
+    ids = serializers.ListField(child=serializers.IntegerField(), required=False)
+    filter = serializers.CharField(required=False, help_text="the browser's query string: every image it matches")
+    label = serializers.CharField(required=False, help_text="for label: a class name or `other`")
+
+
+@extend_schema(request=BulkRequestSerializer, responses=inline_serializer("BulkResult", {
+    "action": serializers.CharField(), "done": serializers.ListField(child=serializers.IntegerField()),
+    "skipped": serializers.DictField(child=serializers.CharField()), "message": serializers.CharField(),
+    "source": serializers.CharField(), "job": serializers.IntegerField(allow_null=True),
+}))
+@api_view(["POST"])
+def bulk(request):
+    """Act on a selection of images (ids, or everything a browser filter matches)."""
+    body = BulkRequestSerializer(data=request.data)
+    body.is_valid(raise_exception=True)
+    data = body.validated_data
+    ids = bulk_actions.selection(user=request.user, ids=data.get("ids"), filter_query=data.get("filter"))
+    result = bulk_actions.bulk_run(user=request.user, action=data["action"], image_ids=ids, label=data.get("label"))
+    if result.content is not None:
+        response = HttpResponse(result.content, content_type="text/csv")
+        response["Content-Disposition"] = 'attachment; filename="selection.csv"'
+        return response
+    return Response({"action": result.action, "done": result.done, "skipped": result.skipped,
+                     "message": result.message, "source": result.source,
+                     "job": result.job.id if result.job else None})
+
+
+@extend_schema(request=None, responses=AnnotationSerializer)
+@api_view(["POST"])
+def bulk_undo(request, image_id: int):
+    """Undo your bulk label on one image."""
+    undo = bulk_actions.bulk_label_undo(user=request.user, image_id=image_id)
+    return Response(AnnotationSerializer(undo).data)

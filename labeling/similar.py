@@ -1,0 +1,1 @@
+"""Similar images by stored embedding (see below)."""
