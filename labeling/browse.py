@@ -7,14 +7,14 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import django_filters as filters
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 
 from classifier.errors import Rejected
 from classifier.ml.datasets import SPLITS
-from classifier.models import Image, Upload
+from classifier.models import Image, Prediction, Upload
 
-from .label_errors import suspected_label_errors
-from .models import Annotation
+from .label_errors import suspected_label_errors, suspected_labels
+from .models import Annotation, ImageSummary
 
 PAGE_SIZE = 60
 MAX_PAGE_SIZE = 200
@@ -44,7 +44,10 @@ class ImageFilter(filters.FilterSet):
     labelled = filters.BooleanFilter(method="filter_labelled", help_text="true: has a current label; false: none")
     predicted = filters.CharFilter(method="filter_predicted", help_text=(
         "the class the production version predicts for the image (images it has not predicted yet are left "
-        "out); not a label"))
+        "out); not a label. With `version`, that version's prediction instead"))
+    version = filters.NumberFilter(method="filter_version", help_text=(
+        "a model version's id: images it predicted (with `predicted`: predicted as that class); the model "
+        "page's confusion-matrix cells link here"))
     disagrees = filters.BooleanFilter(field_name="summary__disagrees",
                                       help_text="true: labelled and the production prediction says another class")
     confidence_min = filters.NumberFilter(field_name="summary__confidence", lookup_expr="gte")
@@ -75,7 +78,15 @@ class ImageFilter(filters.FilterSet):
         return queryset.exclude(summary__label="") if value else queryset.filter(summary__label="")
 
     def filter_predicted(self, queryset, name, value):
+        if self.form.cleaned_data.get("version") is not None:
+            return queryset  # filter_version reads it
         return queryset.filter(summary__predicted=value.strip().lower())
+
+    def filter_version(self, queryset, name, value):
+        by_version = Prediction.objects.filter(image=OuterRef("pk"), model_version_id=int(value))
+        if predicted := self.form.cleaned_data.get("predicted"):
+            by_version = by_version.filter(label=predicted.strip().lower())
+        return queryset.filter(Exists(by_version))
 
     def filter_annotator(self, queryset, name, value):
         decided = Annotation.objects.filter(image=OuterRef("pk"), user__username=value,
@@ -145,3 +156,15 @@ def page(queryset: QuerySet[Image], *, sort: str = DEFAULT_SORT, cursor: str | N
 
 class InvalidCursor(Rejected):
     """A cursor this code did not write (400)."""
+
+
+def class_figures() -> dict[str, dict[str, int]]:
+    """class -> {"predicted": images the production version predicts as it, "suspects": suspected
+    label errors labelled as it}, for the labels page's links into the browser."""
+    figures: dict[str, dict[str, int]] = {}
+    rows = ImageSummary.objects.exclude(predicted="").values_list("predicted").annotate(n=Count("image"))
+    for name, n in rows:
+        figures.setdefault(name, {"predicted": 0, "suspects": 0})["predicted"] = n
+    for suspect in suspected_labels():
+        figures.setdefault(suspect.label, {"predicted": 0, "suspects": 0})["suspects"] += 1
+    return figures

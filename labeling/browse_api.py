@@ -92,7 +92,8 @@ class BulkRequestSerializer(serializers.Serializer):
         "label (reviewers: one annotation per image, the bulk action its source), review (send to the review "
         "queue), predict (a batch prediction job), export (CSV of the selection's labels)"))
     ids = serializers.ListField(child=serializers.IntegerField(), required=False)
-    filter = serializers.CharField(required=False, help_text="the browser's query string: every image it matches")
+    filter = serializers.CharField(required=False, allow_blank=True,
+                                   help_text="the browser's query string: every image it matches")
     label = serializers.CharField(required=False, help_text="for label: a class name or `other`")
 
 

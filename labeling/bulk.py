@@ -106,6 +106,8 @@ def bulk_label(*, user, image_ids: list[int], label: str) -> BulkResult:
 @transaction.atomic
 def bulk_label_undo(*, user, image_id: int) -> Annotation:
     """Undo one image's bulk label (the user's own, nobody having decided since)."""
+    if not user.has_perm("labeling.review"):
+        raise PermissionDenied("Undoing a bulk label needs the reviewer role.")
     last = (Annotation.objects.filter(image_id=image_id, user=user, source__startswith=BULK_SOURCE_PREFIX,
                                       reverted_by__isnull=True).exclude(kind=Annotation.Kind.UNDO)
             .order_by("-id").first())

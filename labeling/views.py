@@ -25,8 +25,12 @@ def review(request):
 def labels(request):
     jobs = list(ImportJob.objects.all()[:10])
     suspects = label_errors.import_suspects([j.id for j in jobs if j.status == ImportJob.Status.DONE])
+    counts, figures = selectors.label_counts(), browse_reads.class_figures()
+    for row in counts:  # links into the browser: predicted as the class, suspected label errors
+        row.predicted = figures.get(row.name, {}).get("predicted", 0)
+        row.suspects = figures.get(row.name, {}).get("suspects", 0)
     ctx = {
-        "counts": selectors.label_counts(),
+        "counts": counts,
         "splits": SPLITS,
         "min_per_class": settings.TRAINING_MIN_PER_CLASS,
         "imports": [{"job": j, "suspects": suspects.get(j.id, [])} for j in jobs],
