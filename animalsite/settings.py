@@ -274,6 +274,12 @@ if TRAINING_DEVICE not in ("auto", "cpu", "cuda"):
 REVIEW_QUEUE_STRATEGY = env_str("REVIEW_QUEUE_STRATEGY", "margin_diverse")
 REVIEW_RANDOM_SHARE = float(env_int("REVIEW_RANDOM_PERCENT", 10, minimum=0)) / 100.0
 REVIEW_CLAIM_SECONDS = env_int("REVIEW_CLAIM_SECONDS", 600, minimum=5)
+
+# The data browser (docs/browse.md): "more like this" shows this many images by default, and an
+# image whose embedding's cosine similarity to an earlier image's reaches the threshold is
+# flagged as its near-duplicate (and kept on its side of the train/test split).
+SIMILAR_DEFAULT_K = env_int("SIMILAR_DEFAULT_K", 8, minimum=1)
+NEAR_DUPLICATE_COSINE = env_float("NEAR_DUPLICATE_COSINE", 0.95, minimum=0.5, maximum=1.0)
 REVIEW_CANDIDATE_LIMIT = env_int("REVIEW_CANDIDATE_LIMIT", 5000, minimum=10)
 REVIEW_PREFETCH = env_int("REVIEW_PREFETCH", 3, minimum=1)
 # This share of images (chosen by content hash) is labelled by two annotators, for agreement.

@@ -176,3 +176,12 @@ def image_classify(*, image_id: int) -> Prediction | None:
 def _mark_failed(image_id: int, error: str) -> None:
     logger.warning("image %s failed: %s", image_id, error)
     Image.objects.filter(id=image_id).update(status=Image.Status.FAILED, status_changed=timezone.now(), error=error)
+
+
+def photo_embedding(data: bytes) -> tuple[ModelVersion, np.ndarray]:
+    """The production version's pooled features of a photo given as bytes; nothing is stored."""
+    version = registry.serving_version()
+    predictor = serving.get_predictor(version)
+    decoded = decode_image(data, max_pixels=settings.UPLOAD_MAX_PIXELS)
+    result = predictor.predict([decoded.image], top_k=1)[0]
+    return version, np.asarray(result.embedding, dtype=np.float32)

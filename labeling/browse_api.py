@@ -2,17 +2,24 @@
 (upload, one image) is classifier's ImageViewSet, which this extends."""
 
 from django.http import HttpResponse
+from django.shortcuts import get_object_or_404
 from django_filters.rest_framework import DjangoFilterBackend
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
-from rest_framework.decorators import api_view
+from rest_framework.decorators import api_view, parser_classes
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.pagination import BasePagination
+from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 
+from classifier import predictions
 from classifier.api import images as images_api
 from classifier.api.serializers import ImageSerializer
+from classifier.errors import Rejected
+from classifier.ml.images import InvalidImage
+from classifier.models import Image
 
-from . import browse
+from . import browse, similar
 from . import bulk as bulk_actions
 from .api import AnnotationSerializer
 
@@ -125,3 +132,41 @@ def bulk_undo(request, image_id: int):
     """Undo your bulk label on one image."""
     undo = bulk_actions.bulk_label_undo(user=request.user, image_id=image_id)
     return Response(AnnotationSerializer(undo).data)
+
+
+class SimilarSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    similarity = serializers.FloatField(help_text="cosine of the embeddings")
+    label = serializers.CharField(help_text="current label; empty: unlabelled")
+    predicted = serializers.CharField()
+    thumbnail_url = serializers.CharField()
+    page_url = serializers.CharField()
+
+
+@extend_schema(parameters=[OpenApiParameter("k", int, description="how many (default SIMILAR_DEFAULT_K, at most 100)")],
+               responses=SimilarSerializer(many=True))
+@api_view(["GET"])
+def image_similar(request, image_id: int):
+    """The images nearest to this one by the production backbone's embedding (exact cosine), best
+    first, with their labels; an uploader gets their own images only."""
+    image = get_object_or_404(Image, id=image_id)
+    if not image.is_visible_to(request.user):
+        raise PermissionDenied("This image was uploaded by someone else.")
+    return Response(similar.similar_to_image(user=request.user, image=image, k=request.query_params.get("k")))
+
+
+@extend_schema(request={"multipart/form-data": inline_serializer("SimilarQuery", {
+    "file": serializers.FileField(), "k": serializers.IntegerField(required=False)})},
+    responses=SimilarSerializer(many=True))
+@api_view(["POST"])
+@parser_classes([MultiPartParser])
+def photo_similar(request):
+    """The stored images nearest to an uploaded photo; the photo itself is not stored."""
+    upload = request.FILES.get("file")
+    if upload is None:
+        raise Rejected("Send a photo as `file`.")
+    try:
+        _, vector = predictions.photo_embedding(upload.read())
+    except InvalidImage as e:
+        raise Rejected(f"That file is not a photo we can read: {e}") from None
+    return Response(similar.similar_to_vector(user=request.user, vector=vector, k=request.data.get("k")))

@@ -74,8 +74,10 @@ ROUTES = {
     "GET browse": ("/images/", None),
     "POST api-images-bulk": ("/api/images/bulk/", {"action": "label", "label": "not-a-class", "ids": [999999]}),
     "POST api-image-bulk-undo": ("/api/images/999999/bulk-undo/", {}),
+    "GET api-image-similar": ("/api/images/{image}/similar/", None),
+    "POST api-similar": ("/api/similar/", {"note": "no file"}),
 }
-MULTIPART = {"POST api-image-list", "POST api-import-create", "POST api-jobs"}
+MULTIPART = {"POST api-image-list", "POST api-import-create", "POST api-jobs", "POST api-similar"}
 
 EXPECTED = {
     #                         anonymous    owner        uploader     annotator    reviewer     staff
@@ -131,6 +133,9 @@ EXPECTED = {
     "GET browse":             (LOGIN,       200,         200,         200,         200,         200),
     "POST api-images-bulk":   (DENIED,      403,         403,         403,         400,         400),
     "POST api-image-bulk-undo": (DENIED,    403,         403,         403,         400,         400),
+    # More like this: the image has no stored embedding yet (400); a query photo is required (400).
+    "GET api-image-similar":  (DENIED,      400,         403,         400,         400,         400),
+    "POST api-similar":       (DENIED,      400,         400,         400,         400,         400),
 }
 
 
