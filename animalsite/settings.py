@@ -280,6 +280,8 @@ REVIEW_CLAIM_SECONDS = env_int("REVIEW_CLAIM_SECONDS", 600, minimum=5)
 # flagged as its near-duplicate (and kept on its side of the train/test split).
 SIMILAR_DEFAULT_K = env_int("SIMILAR_DEFAULT_K", 8, minimum=1)
 NEAR_DUPLICATE_COSINE = env_float("NEAR_DUPLICATE_COSINE", 0.95, minimum=0.5, maximum=1.0)
+# image id -> its near-duplicate group's first image, read by snapshots (classifier never imports labeling).
+NEAR_DUPLICATE_GROUPS_SOURCE = env_str("NEAR_DUPLICATE_GROUPS_SOURCE", "labeling.summaries.near_duplicate_roots")
 REVIEW_CANDIDATE_LIMIT = env_int("REVIEW_CANDIDATE_LIMIT", 5000, minimum=10)
 REVIEW_PREFETCH = env_int("REVIEW_PREFETCH", 3, minimum=1)
 # This share of images (chosen by content hash) is labelled by two annotators, for agreement.

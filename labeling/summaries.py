@@ -1,6 +1,7 @@
 """The one writer of ImageSummary, the data browser's derived row per image.
 
-Every input it copies has a trigger here: a new image, an annotation (the current label), a
+Every input it copies has a trigger here (and near-duplicates are flagged here when an image's
+features are stored): a new image, an annotation (the current label), a
 prediction by the production version (single rows and predictions_write's bulk inserts), a new
 production version and a class renamed, retired or merged (every row). Each refresh recomputes
 the rows of the images it is given from the truth (annotation history, Prediction rows), so a
@@ -10,6 +11,8 @@ refresh twice is harmless and `summaries_rebuild` repairs anything.
 from django.conf import settings
 from django.db.models.signals import post_save
 
+from classifier import similarity
+from classifier.errors import Rejected
 from classifier.ml.datasets import TRAIN, stable_split, validation_split
 from classifier.models import Image, ModelVersion, Prediction, Species
 from classifier.selectors import production_model
@@ -46,6 +49,7 @@ def summaries_refresh(image_ids) -> int:
             predictions = {p["image_id"]: p for p in Prediction.objects.filter(
                 model_version=version, image_id__in=batch).values("image_id", "label", "confidence", "top")}
         rows = []
+        shas = _group_shas(batch)
         for image_id, created, sha in Image.objects.filter(id__in=batch).values_list("id", "created", "sha256"):
             label, annotation = labels.get(image_id, ("", None))
             p = predictions.get(image_id)
@@ -54,7 +58,7 @@ def summaries_refresh(image_ids) -> int:
                 labelled_by_id=annotation.user_id if annotation else None,
                 predicted=p["label"] if p else "", confidence=p["confidence"] if p else None,
                 margin=_margin(p["top"]) if p else None,
-                disagrees=bool(label and p and p["label"] != label), split=split_of(sha),
+                disagrees=bool(label and p and p["label"] != label), split=split_of(shas.get(image_id, sha)),
             ))
         ImageSummary.objects.bulk_create(rows, update_conflicts=True, unique_fields=["image"], update_fields=FIELDS)
         written += len(rows)
@@ -64,6 +68,50 @@ def summaries_refresh(image_ids) -> int:
 def summaries_rebuild() -> int:
     """Every image's row (a new production version, a class changed, or a repair)."""
     return summaries_refresh(Image.objects.values_list("id", flat=True))
+
+
+# --- near-duplicates -----------------------------------------------------------------------------
+
+def near_duplicate_roots() -> dict[int, int]:
+    """image id -> the first image of its near-duplicate group, for every flagged image
+    (settings.NEAR_DUPLICATE_GROUPS_SOURCE: what a snapshot reads to keep a group on one side)."""
+    links = dict(ImageSummary.objects.filter(near_duplicate_of__isnull=False)
+                 .values_list("image_id", "near_duplicate_of_id"))
+    roots = {}
+    for image_id in links:
+        root, seen = links[image_id], {image_id}
+        while root in links and root not in seen:  # links point to earlier images: chains end
+            seen.add(root)
+            root = links[root]
+        roots[image_id] = root
+    return roots
+
+
+def _group_shas(image_ids: list[int]) -> dict[int, str]:
+    """image id -> the content hash its split is drawn from: its group's first image's."""
+    roots = {i: r for i, r in near_duplicate_roots().items() if i in set(image_ids)}
+    shas = dict(Image.objects.filter(id__in=set(roots.values())).values_list("id", "sha256"))
+    return {i: shas[r] for i, r in roots.items() if r in shas}
+
+
+def near_duplicates_flag(image_ids, *, backbone: str | None = None) -> list[int]:
+    """Flag each image whose embedding's cosine to an earlier image's reaches
+    NEAR_DUPLICATE_COSINE as that image's near-duplicate (stored and shown, never dropped);
+    its split becomes its group's. Returns the flagged ids."""
+    flagged = []
+    for image_id in image_ids:
+        try:
+            vector = similarity.image_embedding(image_id, backbone)
+        except Rejected:
+            continue  # no features of this backbone (a failed prediction)
+        hits = similarity.nearest(vector, k=10, exclude=image_id, name=backbone)
+        earlier = next((i for i, score in hits if i < image_id and score >= settings.NEAR_DUPLICATE_COSINE), None)
+        if earlier is not None and ImageSummary.objects.filter(
+                image_id=image_id, near_duplicate_of__isnull=True).update(near_duplicate_of_id=earlier):
+            flagged.append(image_id)
+    if flagged:
+        summaries_refresh(flagged)  # the split follows the group
+    return flagged
 
 
 # --- triggers ------------------------------------------------------------------------------------
@@ -85,6 +133,8 @@ def _prediction_saved(sender, instance, created, **kwargs):
 def _predictions_written(sender, version, image_ids, **kwargs):
     if version.status == ModelVersion.Status.PRODUCTION:
         summaries_refresh(image_ids)
+    unchecked = ImageSummary.objects.filter(image_id__in=image_ids, near_duplicate_of__isnull=True)
+    near_duplicates_flag(list(unchecked.values_list("image_id", flat=True)), backbone=version.backbone)
 
 
 def _version_saved(sender, instance, update_fields=None, **kwargs):
