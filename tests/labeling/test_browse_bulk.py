@@ -6,7 +6,7 @@ import pytest
 
 from classifier.models import Image, InferenceJob, Species
 from labeling import selectors
-from labeling.models import Annotation
+from labeling.models import Annotation, ImageSummary
 from tests.labeling.factories import annotate, predicted_image, with_margin
 from tests.labeling.review_client import next_items, post
 
@@ -155,3 +155,31 @@ def test_the_labels_page_links_its_counts_into_the_browser(client, images, revie
 
     assert 'href="/images/?label=dog"' in page
     assert 'href="/images/?predicted=dog">4</a>' in page
+
+
+def test_a_confusion_matrix_cell_opens_its_images(client, species, reviewer, annotator):
+    """The model page's cell (true cat, predicted dog) links to the browser filtered to that
+    version's predictions of dog among images labelled cat in the test split."""
+    from classifier.models import ModelVersion
+
+    version = ModelVersion.objects.create(
+        name="head-test", kind="head", backbone=species.backbone, card_sha256="x" * 64,
+        card={**species.card, "metrics": {"test": {"classes": ["cat", "dog"],
+                                                  "confusion_matrix": [[1, 2], [0, 3]], "per_class": {}}}})
+    cat = Species.objects.get(name="cat")
+    images = [predicted_image(version=species, probs=with_margin(species, 0.3, top="dog")) for _ in range(12)]
+    for image in images:
+        annotate(image=image, kind="accepted", role="annotator", species=cat, user=annotator)
+    from tests.labeling.factories import prediction_make, probabilities
+    for image in images[:6]:  # the candidate version says dog for half of them
+        prediction_make(image=image, version=version, probs=probabilities(version, {"dog": 0.9}))
+    client.force_login(reviewer)
+
+    page = client.get(f"/models/{version.id}/").content.decode()
+    link = f"/images/?label=cat&amp;predicted=dog&amp;version={version.id}&amp;split=test"
+    assert f'href="{link}">2</a>' in page
+
+    shown = client.get(link.replace("&amp;", "&")).context["page"].images
+    test_split = set(ImageSummary.objects.filter(split="test").values_list("image_id", flat=True))
+    assert sorted(i.id for i in shown) == sorted(im.id for im in images[:6] if im.id in test_split)
+    assert client.get("/api/images/", {"version": version.id, "predicted": "cat"}).json()["results"] == []
