@@ -107,6 +107,16 @@ def filtered(user, params) -> tuple[QuerySet[Image], ImageFilter]:
     return (fs.qs if fs.is_valid() else images_for(user).none()), fs
 
 
+def latest_predictions(image_ids: list[int]) -> dict[int, Prediction]:
+    """image id -> its latest prediction (any version), for a page of images in one query."""
+    latest = {}
+    rows = (Prediction.objects.filter(image_id__in=image_ids).select_related("model_version")
+            .order_by("image_id", "-created", "-id"))
+    for prediction in rows:
+        latest.setdefault(prediction.image_id, prediction)
+    return latest
+
+
 # --- keyset pagination -----------------------------------------------------------------------
 
 @dataclass

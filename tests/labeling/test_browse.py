@@ -177,3 +177,15 @@ def test_the_page_keeps_filters_in_its_next_link(client, species, reviewer):
 
     assert response.context["query"] == "predicted=dog&sort=margin"
     assert b'name="predicted"' in response.content
+
+
+def test_each_result_carries_its_latest_prediction_and_summary(client, dataset, reviewer):
+    client.force_login(reviewer)
+
+    results = {i["id"]: i for i in client.get("/api/images/").json()["results"]}
+
+    dog = results[dataset["dog_ok"]]
+    assert (dog["label"], dog["predicted"], dog["prediction"]["label"]) == ("dog", "dog", "dog")
+    assert dog["prediction"]["model_version"]["status"] == "production"
+    assert dog["confidence"] == pytest.approx(dog["prediction"]["confidence"])
+    assert results[dataset["queued"]]["prediction"] is None
