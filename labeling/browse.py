@@ -13,6 +13,7 @@ from classifier.errors import Rejected
 from classifier.ml.datasets import SPLITS
 from classifier.models import Image, Prediction, Upload
 
+from .agreement import disagreements
 from .label_errors import suspected_label_errors, suspected_labels
 from .models import Annotation, ImageSummary
 
@@ -64,6 +65,8 @@ class ImageFilter(filters.FilterSet):
     created_before = filters.DateFilter(field_name="summary__created", lookup_expr="date__lte")
     suspect = filters.BooleanFilter(method="filter_suspect", help_text=(
         "true: a suspected label error (confident learning on the embeddings disagrees with the label)"))
+    annotators_disagree = filters.BooleanFilter(method="filter_annotators_disagree", help_text=(
+        "true: two annotators gave different labels and no reviewer has settled it yet"))
     near_duplicate = filters.BooleanFilter(field_name="summary__near_duplicate_of", lookup_expr="isnull",
                                            exclude=True, help_text="true: looks like an earlier image")
 
@@ -95,6 +98,10 @@ class ImageFilter(filters.FilterSet):
 
     def filter_uploader(self, queryset, name, value):
         return queryset.filter(Exists(Upload.objects.filter(image=OuterRef("pk"), user__username=value)))
+
+    def filter_annotators_disagree(self, queryset, name, value):
+        open_disputes = disagreements()
+        return queryset.filter(id__in=open_disputes) if value else queryset.exclude(id__in=open_disputes)
 
     def filter_suspect(self, queryset, name, value):
         suspects = suspected_label_errors()

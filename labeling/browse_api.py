@@ -19,7 +19,7 @@ from classifier.errors import Rejected
 from classifier.ml.images import InvalidImage
 from classifier.models import Image
 
-from . import browse, similar
+from . import browse, similar, summaries
 from . import bulk as bulk_actions
 from .api import AnnotationSerializer
 
@@ -185,3 +185,11 @@ def photo_similar(request):
     except InvalidImage as e:
         raise Rejected(f"That file is not a photo we can read: {e}") from None
     return Response(similar.similar_to_vector(user=request.user, vector=vector, k=request.data.get("k")))
+
+
+@extend_schema(request=None, responses={204: None})
+@api_view(["POST"])
+def not_duplicate(request, image_id: int):
+    """A reviewer marks the image as not a duplicate of the image it was linked to."""
+    summaries.near_duplicate_dismiss(user=request.user, image_id=image_id)
+    return Response(status=204)

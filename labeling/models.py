@@ -143,6 +143,8 @@ class ImageSummary(models.Model):
     disagrees = models.BooleanField(default=False)  # labelled and predicted, differently
     split = models.CharField(max_length=8)  # train/val/test, by content hash as snapshots assign it
     near_duplicate_of = models.ForeignKey(Image, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # A reviewer said the flagged pair is not a duplicate: never flagged again.
+    not_duplicate = models.BooleanField(default=False)
 
     class Meta:
         indexes = [

@@ -9,6 +9,7 @@ refresh twice is harmless and `summaries_rebuild` repairs anything.
 """
 
 from django.conf import settings
+from django.core.exceptions import PermissionDenied
 from django.db.models.signals import post_save
 
 from classifier import similarity
@@ -107,11 +108,24 @@ def near_duplicates_flag(image_ids, *, backbone: str | None = None) -> list[int]
         hits = similarity.nearest(vector, k=10, exclude=image_id, name=backbone)
         earlier = next((i for i, score in hits if i < image_id and score >= settings.NEAR_DUPLICATE_COSINE), None)
         if earlier is not None and ImageSummary.objects.filter(
-                image_id=image_id, near_duplicate_of__isnull=True).update(near_duplicate_of_id=earlier):
+                image_id=image_id, near_duplicate_of__isnull=True, not_duplicate=False).update(
+                near_duplicate_of_id=earlier):
             flagged.append(image_id)
     if flagged:
         summaries_refresh(flagged)  # the split follows the group
     return flagged
+
+
+def near_duplicate_dismiss(*, user, image_id: int) -> None:
+    """A reviewer says the image is not a duplicate of the one it was linked to: the link goes,
+    is never made again, and the image's split is its own content's again."""
+    if not user.has_perm("labeling.review"):
+        raise PermissionDenied("Only reviewers can mark a pair as not a duplicate.")
+    if not ImageSummary.objects.filter(image_id=image_id, near_duplicate_of__isnull=False).update(
+            near_duplicate_of=None, not_duplicate=True):
+        raise Rejected(f"Image {image_id} is not flagged as a near-duplicate.")
+    summaries_refresh([image_id, *ImageSummary.objects.filter(near_duplicate_of_id=image_id)
+                       .values_list("image_id", flat=True)])
 
 
 # --- triggers ------------------------------------------------------------------------------------
@@ -133,7 +147,8 @@ def _prediction_saved(sender, instance, created, **kwargs):
 def _predictions_written(sender, version, image_ids, **kwargs):
     if version.status == ModelVersion.Status.PRODUCTION:
         summaries_refresh(image_ids)
-    unchecked = ImageSummary.objects.filter(image_id__in=image_ids, near_duplicate_of__isnull=True)
+    unchecked = ImageSummary.objects.filter(image_id__in=image_ids, near_duplicate_of__isnull=True,
+                                            not_duplicate=False)
     near_duplicates_flag(list(unchecked.values_list("image_id", flat=True)), backbone=version.backbone)
 
 

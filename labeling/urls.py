@@ -17,6 +17,7 @@ urlpatterns = [
     path("api/images/<int:image_id>/bulk-undo/", browse_api.bulk_undo, name="api-image-bulk-undo"),
     path("api/images/<int:image_id>/similar/", browse_api.image_similar, name="api-image-similar"),
     path("api/similar/", browse_api.photo_similar, name="api-similar"),
+    path("api/images/<int:image_id>/not-duplicate/", browse_api.not_duplicate, name="api-image-not-duplicate"),
     path("api/imports/", api.import_create, name="api-import-create"),
     path("api/imports/<int:job_id>/", api.import_detail, name="api-import-detail"),
     path("api/export/", api.export, name="api-export"),

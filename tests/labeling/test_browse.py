@@ -189,3 +189,17 @@ def test_each_result_carries_its_latest_prediction_and_summary(client, dataset, 
     assert dog["prediction"]["model_version"]["status"] == "production"
     assert dog["confidence"] == pytest.approx(dog["prediction"]["confidence"])
     assert results[dataset["queued"]]["prediction"] is None
+
+
+def test_annotators_disagree_lists_open_disputes(client, dataset, reviewer, annotator, annotator2):
+    image = Image.objects.get(id=dataset["unlabelled"])
+    annotate(image=image, kind="accepted", role="annotator", species=Species.objects.get(name="dog"), user=annotator)
+    annotate(image=image, kind="corrected", role="annotator", species=Species.objects.get(name="cat"), user=annotator2)
+    client.force_login(reviewer)
+
+    assert listed(client, annotators_disagree="true") == [image.id]
+    assert shown(client, annotators_disagree="true") == [image.id]
+
+    annotate(image=image, kind="corrected", role="reviewer", species=Species.objects.get(name="cat"), user=reviewer)
+
+    assert listed(client, annotators_disagree="true") == []

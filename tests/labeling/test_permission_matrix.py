@@ -76,6 +76,7 @@ ROUTES = {
     "POST api-image-bulk-undo": ("/api/images/999999/bulk-undo/", {}),
     "GET api-image-similar": ("/api/images/{image}/similar/", None),
     "POST api-similar": ("/api/similar/", {"note": "no file"}),
+    "POST api-image-not-duplicate": ("/api/images/{image}/not-duplicate/", {}),
 }
 MULTIPART = {"POST api-image-list", "POST api-import-create", "POST api-jobs", "POST api-similar"}
 
@@ -136,6 +137,8 @@ EXPECTED = {
     # More like this: the image has no stored embedding yet (400); a query photo is required (400).
     "GET api-image-similar":  (DENIED,      400,         403,         400,         400,         400),
     "POST api-similar":       (DENIED,      400,         400,         400,         400,         400),
+    # Reviewers only; this image is not flagged (400).
+    "POST api-image-not-duplicate": (DENIED, 403,       403,         403,         400,         400),
 }
 
 
