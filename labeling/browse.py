@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import django_filters as filters
+from django import forms
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 
 from classifier.errors import Rejected
@@ -73,6 +74,14 @@ class ImageFilter(filters.FilterSet):
     class Meta:
         model = Image
         fields = []
+
+    @property
+    def form(self):
+        form = super().form
+        for field in form.fields.values():
+            if isinstance(field, forms.NullBooleanField):
+                field.widget.choices = [("", "any"), ("true", "yes"), ("false", "no")]
+        return form
 
     def filter_label(self, queryset, name, value):
         return queryset.filter(summary__label=value.strip().lower())

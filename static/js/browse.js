@@ -8,6 +8,13 @@ const message = document.getElementById("bulk-message");
 const query = document.getElementById("browser").dataset.query;
 let anchor = null;
 
+// Only the filters in use go into the URL, so a bookmarked view reads as what it shows.
+document.getElementById("browse-filters").addEventListener("submit", (e) => {
+  for (const field of e.target.elements) {
+    if (field.name && !field.value) field.disabled = true;
+  }
+});
+
 function selectedIds() {
   return tiles().filter((t) => t.classList.contains("selected")).map((t) => Number(t.dataset.id));
 }

@@ -32,6 +32,7 @@ def test_filter_shift_select_and_label_in_bulk(live_server, species, reviewer_wi
     page.click("#browse-filters button[type=submit]")
     expect(page.locator("#grid .tile")).to_have_count(len(dogs))
     assert "predicted=dog" in page.url and "sort=margin" in page.url  # bookmarkable
+    assert "label=" not in page.url  # filters left empty stay out of the URL
 
     tiles = page.locator("#grid .tile")
     tiles.nth(1).click()
