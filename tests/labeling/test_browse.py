@@ -203,3 +203,16 @@ def test_annotators_disagree_lists_open_disputes(client, dataset, reviewer, anno
     annotate(image=image, kind="corrected", role="reviewer", species=Species.objects.get(name="cat"), user=reviewer)
 
     assert listed(client, annotators_disagree="true") == []
+
+
+def test_the_rebuild_command_repairs_missing_rows(client, dataset, reviewer):
+    from django.core.management import call_command
+
+    ImageSummary.objects.all().delete()  # a database migrated with images already in it
+    client.force_login(reviewer)
+    assert listed(client) == []
+
+    call_command("browse_rebuild")
+
+    assert listed(client) == sorted(dataset.values())
+    assert listed(client, label="dog") == [dataset["dog_ok"]]
