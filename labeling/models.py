@@ -145,6 +145,7 @@ class ImageSummary(models.Model):
     near_duplicate_of = models.ForeignKey(Image, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     # A reviewer said the flagged pair is not a duplicate: never flagged again.
     not_duplicate = models.BooleanField(default=False)
+    duplicate_checked = models.BooleanField(default=False)  # compared once its features were stored
 
     class Meta:
         indexes = [

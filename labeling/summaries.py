@@ -99,18 +99,20 @@ def near_duplicates_flag(image_ids, *, backbone: str | None = None) -> list[int]
     """Flag each image whose embedding's cosine to an earlier image's reaches
     NEAR_DUPLICATE_COSINE as that image's near-duplicate (stored and shown, never dropped);
     its split becomes its group's. Returns the flagged ids."""
-    flagged = []
+    flagged, checked = [], []
     for image_id in image_ids:
         try:
             vector = similarity.image_embedding(image_id, backbone)
         except Rejected:
             continue  # no features of this backbone (a failed prediction)
+        checked.append(image_id)
         hits = similarity.nearest(vector, k=10, exclude=image_id, name=backbone)
         earlier = next((i for i, score in hits if i < image_id and score >= settings.NEAR_DUPLICATE_COSINE), None)
         if earlier is not None and ImageSummary.objects.filter(
                 image_id=image_id, near_duplicate_of__isnull=True, not_duplicate=False).update(
                 near_duplicate_of_id=earlier):
             flagged.append(image_id)
+    ImageSummary.objects.filter(image_id__in=checked).update(duplicate_checked=True)
     if flagged:
         summaries_refresh(flagged)  # the split follows the group
     return flagged
@@ -147,8 +149,8 @@ def _prediction_saved(sender, instance, created, **kwargs):
 def _predictions_written(sender, version, image_ids, **kwargs):
     if version.status == ModelVersion.Status.PRODUCTION:
         summaries_refresh(image_ids)
-    unchecked = ImageSummary.objects.filter(image_id__in=image_ids, near_duplicate_of__isnull=True,
-                                            not_duplicate=False)
+    # Once per image: a re-predict by a new version stores no new features of it.
+    unchecked = ImageSummary.objects.filter(image_id__in=image_ids, duplicate_checked=False)
     near_duplicates_flag(list(unchecked.values_list("image_id", flat=True)), backbone=version.backbone)
 
 

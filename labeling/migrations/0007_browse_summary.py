@@ -38,6 +38,7 @@ class Migration(migrations.Migration):
                 ('split', models.CharField(max_length=8)),
                 ('labelled_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
                 ('not_duplicate', models.BooleanField(default=False)),
+                ('duplicate_checked', models.BooleanField(default=False)),
                 ('near_duplicate_of', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='classifier.image')),
             ],
             options={
