@@ -216,3 +216,14 @@ def test_the_rebuild_command_repairs_missing_rows(client, dataset, reviewer):
 
     assert listed(client) == sorted(dataset.values())
     assert listed(client, label="dog") == [dataset["dog_ok"]]
+
+
+def test_the_schema_documents_the_browser_filters_and_paging(client, reviewer):
+    client.force_login(reviewer)
+    schema = client.get("/api/schema/", {"format": "json"}).json()
+
+    names = {p["name"] for p in schema["paths"]["/api/images/"]["get"]["parameters"]}
+
+    assert {"label", "predicted", "disagrees", "confidence_min", "margin_max", "status", "split", "annotator",
+            "uploader", "created_after", "suspect", "near_duplicate", "sort", "cursor"} <= names
+    assert "/api/images/bulk/" in schema["paths"] and "/api/similar/" in schema["paths"]
