@@ -120,9 +120,8 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "upload"
 
-# HTTPS: set HTTPS=1 where the site is served over TLS (nginx or a load balancer in front, which
-# sets X-Forwarded-Proto): SSL redirect, secure cookies and HSTS follow; each has its own
-# variable too. With DEBUG=0, SECRET_KEY, ALLOWED_HOSTS and HTTPS=1, `check --deploy` is clean.
+# HTTPS=1 behind TLS (X-Forwarded-Proto): SSL redirect, secure cookies and HSTS, each also its own
+# variable. With DEBUG=0, SECRET_KEY, ALLOWED_HOSTS and HTTPS=1, `check --deploy` is clean.
 HTTPS = env_bool("HTTPS", False)
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", HTTPS)
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", HTTPS)
@@ -131,16 +130,14 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", HTTP
 SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", HTTPS)
 if env_bool("SECURE_PROXY_SSL_HEADER", HTTPS):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-# animalsite/security.py sends it; "" sends none. Add the object store's origin to img-src when
-# media is on S3 (the media view redirects there).
+# Sent by animalsite/security.py ("" sends none); with media on S3, add the store to img-src.
 CONTENT_SECURITY_POLICY = os.environ.get("CONTENT_SECURITY_POLICY", (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
     "connect-src 'self'; object-src 'none'; base-uri 'self'; frame-ancestors 'none'; form-action 'self'"
 ))
 
-# Login throttling (django-axes): after LOGIN_FAILURE_LIMIT wrong passwords for one username from
-# one address, logins for that pair answer 429 for LOGIN_COOLOFF_MINUTES. Logins go through
-# authenticate(request=...) (the login form, the admin); API clients use tokens.
+# Login throttling (django-axes): LOGIN_FAILURE_LIMIT wrong passwords for one username from one
+# address lock that pair out (429) for LOGIN_COOLOFF_MINUTES. API clients use tokens.
 AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
 AXES_ENABLED = env_bool("LOGIN_THROTTLING", True)
 AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
@@ -161,13 +158,11 @@ STATIC_ROOT = Path(env_str("STATIC_ROOT", str(VAR_DIR / "staticfiles")))
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns on every start without it
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
-# Media is private (animalsite/media.py checks every request). Behind nginx, set this to an
-# `internal` location that aliases MEDIA_ROOT (e.g. /protected-media/): Django then answers
-# with X-Accel-Redirect and nginx sends the bytes.
+# Media is private (animalsite/media.py checks every request). Behind nginx, an `internal`
+# location aliasing MEDIA_ROOT (/protected-media/): Django answers with X-Accel-Redirect.
 MEDIA_ACCEL_REDIRECT_PREFIX = env_str("MEDIA_ACCEL_REDIRECT_PREFIX", "")
 
-# Image files go through Django's storage API only, so workers on other nodes can share an
-# object store (django-storages) by setting MEDIA_STORAGE and MEDIA_STORAGE_OPTIONS alone.
+# Image files go through Django's storage API only: MEDIA_STORAGE(_OPTIONS) for an object store.
 STORAGES = {
     "default": {
         "BACKEND": env_str("MEDIA_STORAGE", "django.core.files.storage.FileSystemStorage"),
@@ -215,8 +210,7 @@ ONNX_CHECK_PHOTOS = Path(env_str("ONNX_CHECK_PHOTOS", str(BASE_DIR / "demo" / "p
 # queues it again (one image takes about a second; a cold model load, a few).
 PREDICTION_CLAIM_TIMEOUT_S = env_int("PREDICTION_CLAIM_TIMEOUT_S", 60, minimum=10)
 
-# Training and the model registry. Model folders must be readable by every worker and web
-# process: a shared volume in a multi-node deployment (see docker-compose.yml).
+# Training and the model registry: MODELS_ROOT is this node's own working folder.
 MODELS_ROOT = Path(env_str("MODELS_ROOT", str(VAR_DIR / "models")))
 EMBEDDING_CACHE_DIR = Path(env_str("EMBEDDING_CACHE_DIR", str(VAR_DIR / "embeddings")))
 # Model versions' files (card.json and weights) go through one storage, STORAGES["models"]: the
@@ -229,7 +223,7 @@ STORAGES["models"] = {
     "OPTIONS": env_json("MODELS_STORAGE_OPTIONS", {}),  # FileSystemStorage without "location": MODELS_ROOT
 }
 MODELS_CACHE_DIR = Path(env_str("MODELS_CACHE_DIR", str(VAR_DIR / "model-cache")))
-# ONNX exports, one per model card (named by the card's hash), made once and shared like MODELS_ROOT.
+# ONNX exports, one per model card (named by the card's hash), made once per node.
 ONNX_DIR = Path(env_str("ONNX_DIR", str(MODELS_ROOT / "onnx")))
 # Where training reads the current labels from: {image id: class name}. A dotted path, so
 # classifier never imports labeling (labeling depends on classifier, not the reverse).
@@ -264,14 +258,12 @@ REPREDICT_CHUNK_SIZE = env_int("REPREDICT_CHUNK_SIZE", 64, minimum=1)
 INFERENCE_CHUNK_SIZE = env_int("INFERENCE_CHUNK_SIZE", 256, minimum=1)
 INFERENCE_BATCH_SIZE = env_int("INFERENCE_BATCH_SIZE", 32, minimum=1)
 INFERENCE_DECODE_THREADS = env_int("INFERENCE_DECODE_THREADS", 2, minimum=1)
-# A running chunk stamps a heartbeat this often; one whose heartbeat is older than the timeout
-# belongs to a dead worker and is queued again by the recovery loop (docs/operations.md).
+# A running chunk's heartbeat; one older than the timeout is requeued (docs/operations.md).
 INFERENCE_CHUNK_HEARTBEAT_S = env_int("INFERENCE_CHUNK_HEARTBEAT_S", 10, minimum=1)
 INFERENCE_CHUNK_TIMEOUT_S = env_int("INFERENCE_CHUNK_TIMEOUT_S", 45, minimum=5)
 if INFERENCE_CHUNK_TIMEOUT_S < 3 * INFERENCE_CHUNK_HEARTBEAT_S:
     raise ImproperlyConfigured("INFERENCE_CHUNK_TIMEOUT_S must be at least 3 x INFERENCE_CHUNK_HEARTBEAT_S")
-# Workers announce themselves (queues, device, serving backend) in the database every
-# WORKER_HEARTBEAT_S; one not heard from for WORKER_FRESH_S is taken to be gone.
+# Workers announce queues, device and backend every WORKER_HEARTBEAT_S; gone after WORKER_FRESH_S.
 WORKER_HEARTBEAT_S = env_int("WORKER_HEARTBEAT_S", 30, minimum=1)
 WORKER_FRESH_S = env_int("WORKER_FRESH_S", 120, minimum=2)
 # CPU seconds per training image per fine-tune epoch (Lite0, 224 px: 0.18 measured, docs/workers.md).
@@ -285,6 +277,13 @@ if TRAINING_DEVICE not in ("auto", "cpu", "cuda"):
 REVIEW_QUEUE_STRATEGY = env_str("REVIEW_QUEUE_STRATEGY", "margin_diverse")
 REVIEW_RANDOM_SHARE = float(env_int("REVIEW_RANDOM_PERCENT", 10, minimum=0)) / 100.0
 REVIEW_CLAIM_SECONDS = env_int("REVIEW_CLAIM_SECONDS", 600, minimum=5)
+
+# The data browser (docs/browse.md): "more like this" size; the cosine similarity at which an
+# image is flagged as an earlier one's near-duplicate (and kept on its side of the split).
+SIMILAR_DEFAULT_K = env_int("SIMILAR_DEFAULT_K", 8, minimum=1)
+NEAR_DUPLICATE_COSINE = env_float("NEAR_DUPLICATE_COSINE", 0.95, minimum=0.5, maximum=1.0)
+# image id -> its near-duplicate group's first image, read by snapshots (classifier never imports labeling).
+NEAR_DUPLICATE_GROUPS_SOURCE = env_str("NEAR_DUPLICATE_GROUPS_SOURCE", "labeling.summaries.near_duplicate_roots")
 REVIEW_CANDIDATE_LIMIT = env_int("REVIEW_CANDIDATE_LIMIT", 5000, minimum=10)
 REVIEW_PREFETCH = env_int("REVIEW_PREFETCH", 3, minimum=1)
 # This share of images (chosen by content hash) is labelled by two annotators, for agreement.
@@ -386,7 +385,8 @@ SPECTACULAR_SETTINGS = {
     # Every operation documents its error answers (401, 403, 404, 400, 409) as {"detail": ...}.
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
                              "classifier.api.schema.document_errors"],
-    "ENUM_NAME_OVERRIDES": {"ModelVersionStatusEnum": "classifier.models.ModelVersion.Status"},
+    "ENUM_NAME_OVERRIDES": {"ModelVersionStatusEnum": "classifier.models.ModelVersion.Status",
+                            "ImageStatusEnum": "classifier.models.Image.Status"},
     # Ids in paths (classifier/converters.py): integers that fit a 64-bit column.
     "PATH_CONVERTER_OVERRIDES": {"id": {"type": "integer", "minimum": 0, "maximum": 999_999_999_999_999_999}},
 }

@@ -5,13 +5,14 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 from rest_framework.routers import DefaultRouter
 
 from classifier.api import images as images_api
+from labeling import browse_api
 
 from .media import media_file
 
 handler404 = "animalsite.not_found.not_found"
 
 router = DefaultRouter()
-router.register("images", images_api.ImageViewSet, basename="api-image")
+router.register("images", browse_api.ImageViewSet, basename="api-image")
 router.register("species", images_api.SpeciesViewSet, basename="api-species")
 
 # The database or the broker away: 503, not an HTML 500 (animalsite/errors.py); JSON under /api/.

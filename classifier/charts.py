@@ -8,7 +8,8 @@ def confusion_rows(classes: list[str], matrix: list[list[int]]) -> list[dict]:
     rows = []
     for i, (label, counts) in enumerate(zip(classes, matrix)):
         total = sum(counts) or 1
-        cells = [{"count": n, "shade": round(n / total, 3), "diagonal": i == j} for j, n in enumerate(counts)]
+        cells = [{"count": n, "shade": round(n / total, 3), "diagonal": i == j, "predicted": classes[j]}
+                 for j, n in enumerate(counts)]
         rows.append({"label": label, "cells": cells})
     return rows
 

@@ -21,6 +21,7 @@ from . import registry, serving
 from .ml.batch import BatchStats, predict_stream
 from .ml.images import InvalidImage, decode_image
 from .models import Embedding, Image, ModelVersion, Prediction
+from .signals import predictions_written
 from .storage import read_bytes
 
 logger = logging.getLogger(__name__)
@@ -117,6 +118,7 @@ def predictions_write(*, version: ModelVersion, predicted: Predicted, queued_at:
     for image_id, error in predicted.failed.items():
         Image.objects.filter(id=image_id).exclude(status=Image.Status.PREDICTED).update(
             status=Image.Status.FAILED, status_changed=now, error=error)
+    predictions_written.send(sender=Prediction, version=version, image_ids=[i for i, _, _ in predicted.rows])
     return len(created)
 
 
@@ -195,3 +197,12 @@ def _predict_claimed(image_id: int, version: ModelVersion) -> Prediction | None:
 def _mark_failed(image_id: int, error: str) -> None:
     logger.warning("image %s failed: %s", image_id, error)
     Image.objects.filter(id=image_id).update(status=Image.Status.FAILED, status_changed=timezone.now(), error=error)
+
+
+def photo_embedding(data: bytes) -> tuple[ModelVersion, np.ndarray]:
+    """The production version's pooled features of a photo given as bytes; nothing is stored."""
+    version = registry.serving_version()
+    predictor = serving.get_predictor(version)
+    decoded = decode_image(data, max_pixels=settings.UPLOAD_MAX_PIXELS)
+    result = predictor.predict([decoded.image], top_k=1)[0]
+    return version, np.asarray(result.embedding, dtype=np.float32)

@@ -7,4 +7,6 @@ class LabelingConfig(AppConfig):
 
     def ready(self):
         # Registers the tasks in every process, so classifier.enqueue finds them by name.
-        from . import tasks  # noqa: F401
+        from . import summaries, tasks  # noqa: F401
+
+        summaries.connect()  # the data browser's summary rows follow labels and predictions

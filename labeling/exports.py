@@ -15,12 +15,15 @@ from . import selectors
 from .models import Annotation
 
 
-def _labelled():
-    """(image, winning ground-truth annotation) for every image with a label, oldest image first.
+def _labelled(image_ids=None):
+    """(image, winning ground-truth annotation) for every image with a label (of `image_ids`, when
+    given: a selection from the data browser), oldest image first.
 
     An uploader's claim (feedback) is not a label: an image with only a claim is left out, and a
     claim made after a label does not replace it."""
     images = Image.objects.filter(annotations__isnull=False).distinct().order_by("id")
+    if image_ids is not None:
+        images = images.filter(id__in=list(image_ids))
     ids = list(images.values_list("id", flat=True))
     winners = {}
     for batch in selectors.batches(ids):
@@ -68,19 +71,20 @@ def export_zip() -> bytes:
     return out.getvalue()
 
 
-def export_csv() -> str:
+def export_csv(image_ids=None) -> str:
     """One row per labelled image (its path in the zip), then one per uploader claim: kind
-    "feedback", no path (claims are not in the zip), so no reader can take one for a label."""
+    "feedback", no path (claims are not in the zip), so no reader can take one for a label.
+    `image_ids`: only these images (a selection)."""
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["path", "label", "annotator", "time", "source", "role", "kind", "sha256"])
-    for image, winner in _labelled():
+    for image, winner in _labelled(image_ids):
         writer.writerow(_row([
             _path(image, winner.label or OTHER), winner.label or OTHER,
             winner.user.username if winner.user else "", winner.created.isoformat(),
             winner.source or winner.role, winner.role, winner.kind, image.sha256,
         ]))
-    claims = selectors.latest_feedback()
+    claims = selectors.latest_feedback(image_ids)
     for _, claim in sorted(claims.items()):
         writer.writerow(_row(["", claim.label, claim.user.username if claim.user else "", claim.created.isoformat(),
                               claim.role, claim.role, claim.kind, claim.image.sha256]))

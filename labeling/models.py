@@ -122,3 +122,46 @@ class ImportJob(models.Model):
     @property
     def percent(self) -> int:
         return int(100 * self.processed / self.total) if self.total else (100 if self.status == "done" else 0)
+
+
+class ImageSummary(models.Model):
+    """What the data browser filters and sorts on, one row per image: derived, never the truth.
+
+    The current label comes from the annotation history and the prediction from the production
+    version's Prediction row; this table only copies them where an index can serve a page of
+    100,000 images. One writer keeps it (labeling.summaries); nothing else saves these rows.
+    """
+
+    image = models.OneToOneField(Image, primary_key=True, on_delete=models.CASCADE, related_name="summary")
+    created = models.DateTimeField()  # the image's
+    label = models.CharField(max_length=100, blank=True)  # current ground-truth label; "" unlabelled
+    labelled_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="+")
+    predicted = models.CharField(max_length=100, blank=True)  # the production version's; "" not predicted
+    confidence = models.FloatField(null=True, blank=True)
+    margin = models.FloatField(null=True, blank=True)  # top-1 minus top-2 probability
+    disagrees = models.BooleanField(default=False)  # labelled and predicted, differently
+    split = models.CharField(max_length=8)  # train/val/test, by content hash as snapshots assign it
+    near_duplicate_of = models.ForeignKey(Image, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # A reviewer said the flagged pair is not a duplicate: never flagged again.
+    not_duplicate = models.BooleanField(default=False)
+    duplicate_checked = models.BooleanField(default=False)  # compared once its features were stored
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["created", "image"], name="summary_created"),
+            models.Index(fields=["confidence", "image"], name="summary_confidence"),
+            models.Index(fields=["margin", "image"], name="summary_margin"),
+            models.Index(fields=["label", "created", "image"], name="summary_label_created"),
+            models.Index(fields=["predicted", "created", "image"], name="summary_predicted_created"),
+        ]
+
+
+class ReviewRequest(models.Model):
+    """Someone asked for a human look at an image (a bulk action from the browser): it enters the
+    review queue until a person labels it after the request."""
+
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="review_requests")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    source = models.CharField(max_length=255, blank=True)
+    created = models.DateTimeField(default=timezone.now, db_index=True)

@@ -21,7 +21,7 @@ from classifier.selectors import production_model
 
 from .agreement import awaiting_second_annotator, disagreements
 from .label_errors import LABEL_ERROR_QUEUE_LIMIT, suspected_label_errors
-from .models import Annotation, Claim, Skip
+from .models import Annotation, Claim, ReviewRequest, Skip
 from .selectors import HUMAN_ROLES, live_claims, live_labels
 
 
@@ -38,7 +38,11 @@ def queue_candidates(user) -> QuerySet[Image]:
     skip_since = now - timedelta(seconds=settings.REVIEW_CLAIM_SECONDS)
     skipped = Skip.objects.filter(image=OuterRef("pk"), user=user, created__gt=skip_since)
     held = Claim.objects.filter(image=OuterRef("pk"), expires__gt=now)
-    needs_label = ~Exists(human_label) | Q(id__in=awaiting_second_annotator())
+    # Sent to review from the data browser: queued until a person labels it after the request.
+    labelled_since = live_labels().filter(image=OuterRef(OuterRef("pk")), role__in=HUMAN_ROLES,
+                                          created__gt=OuterRef("created"))
+    requested = ReviewRequest.objects.filter(image=OuterRef("pk")).filter(~Exists(labelled_since))
+    needs_label = ~Exists(human_label) | Q(id__in=awaiting_second_annotator()) | Exists(requested)
     # Labels a person imported are not asked of them again, except those suspected of being wrong:
     # the reviewer who imported a dataset is the one who sees its suspected label errors.
     unseen = seen & ~imported

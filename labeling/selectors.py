@@ -15,7 +15,7 @@ from classifier.ml.class_map import OTHER
 from classifier.ml.datasets import SPLITS, Item, assign_splits
 from classifier.models import Image, Species
 
-from .models import Annotation, Claim
+from .models import Annotation, Claim, ImageSummary
 
 HUMAN_ROLES = (Annotation.Role.ANNOTATOR, Annotation.Role.REVIEWER)
 _ID_BATCH = 5000  # ids per IN (...) query: SQLite caps the parameters of one statement
@@ -37,13 +37,21 @@ def training_labels() -> dict[int, str]:
     )
     labels = {}
     for batch in batches(list(image_ids)):
-        for image_id, annotation in current_labels(batch, ground_truth=True).items():
-            if annotation.kind == Annotation.Kind.REJECTED:
-                labels[image_id] = OTHER
-            elif annotation.species is not None:
-                species = annotation.species.resolved()
-                if species.active:
-                    labels[image_id] = species.name
+        labels.update((i, name) for i, (name, _) in ground_truth_labels(batch).items())
+    return labels
+
+
+def ground_truth_labels(image_ids: Iterable[int]) -> dict[int, tuple[str, Annotation]]:
+    """image id -> (class name, the deciding annotation) for those of `image_ids` with a
+    ground-truth label, named as training_labels names them."""
+    labels = {}
+    for image_id, annotation in current_labels(image_ids, ground_truth=True).items():
+        if annotation.kind == Annotation.Kind.REJECTED:
+            labels[image_id] = (OTHER, annotation)
+        elif annotation.species is not None:
+            species = annotation.species.resolved()
+            if species.active:
+                labels[image_id] = (species.name, annotation)
     return labels
 
 
@@ -71,9 +79,13 @@ def label_counts() -> list[ClassLabels]:
     rows = {s.name: ClassLabels(name=s.name, display=s.label) for s in Species.objects.filter(active=True)}
     rows[OTHER] = ClassLabels(name=OTHER, display="other (not an animal / none of these)")
     labels = training_labels()
-    shas = dict(Image.objects.filter(id__in=list(labels)).values_list("id", "sha256"))
+    # The browser's summary row holds each image's split, its near-duplicate group's included.
+    known = {i: s for batch in batches(list(labels))
+             for i, s in ImageSummary.objects.filter(image_id__in=batch).values_list("image_id", "split")}
+    shas = dict(Image.objects.filter(id__in=[i for i in labels if i not in known]).values_list("id", "sha256"))
     items = assign_splits([Item(path=Path(sha), label=labels[i], sha256=sha) for i, sha in shas.items()],
                           test_fraction=settings.TRAINING_TEST_FRACTION, val_fraction=settings.TRAINING_VAL_FRACTION)
+    items += [Item(path=Path(str(i)), label=labels[i], split=split) for i, split in known.items()]
     for item in items:
         rows.setdefault(item.label, ClassLabels(name=item.label, display=item.label))
         rows[item.label].splits[item.split] += 1

@@ -2,7 +2,7 @@ from django.urls import path
 
 from classifier import converters  # noqa: F401  (registers <id:...>)
 
-from . import api, views
+from . import api, browse_api, views
 
 urlpatterns = [
     path("review/", views.review, name="review"),
@@ -14,6 +14,12 @@ urlpatterns = [
     path("api/images/<id:image_id>/history/", api.image_history, name="api-image-history"),
     path("api/images/<id:image_id>/feedback/", api.image_feedback, name="api-image-feedback"),
     path("labels/", views.labels, name="labels"),
+    path("images/", views.browse, name="browse"),
+    path("api/images/bulk/", browse_api.bulk, name="api-images-bulk"),
+    path("api/images/<id:image_id>/bulk-undo/", browse_api.bulk_undo, name="api-image-bulk-undo"),
+    path("api/images/<id:image_id>/similar/", browse_api.image_similar, name="api-image-similar"),
+    path("api/similar/", browse_api.photo_similar, name="api-similar"),
+    path("api/images/<id:image_id>/not-duplicate/", browse_api.not_duplicate, name="api-image-not-duplicate"),
     path("api/imports/", api.import_create, name="api-import-create"),
     path("api/imports/<id:job_id>/", api.import_detail, name="api-import-detail"),
     path("api/export/", api.export, name="api-export"),

@@ -7,9 +7,7 @@ from rest_framework.reverse import reverse
 
 from .. import selectors, uploads
 from ..converters import ID_REGEX
-from ..errors import Rejected
 from ..models import Image
-from ..training.snapshots import training_labels
 from .serializers import (
     ImageSerializer,
     SpeciesSerializer,
@@ -22,23 +20,10 @@ UploadErrorSerializer = inline_serializer(
 )
 
 
-LIST_FILTERS = [
-    OpenApiParameter("status", str, enum=list(Image.Status.values), description="the image's processing status"),
-    OpenApiParameter("label", str, description=(
-        "the image's current label, derived from its annotation history: the latest decision of the highest "
-        "rank (reviewer, then annotator, then import), undone decisions left out, merged classes under their "
-        "new name; `other` for \"not an animal / none of these\". An uploader's claim (feedback) is not a label. "
-        "Changes as soon as someone corrects the label.")),
-    OpenApiParameter("predicted", str, description=(
-        "the class the production version predicts for the image (images it has not predicted yet are left "
-        "out); not a label")),
-]
-
-
 ID_PARAMETER = OpenApiParameter("id", int, OpenApiParameter.PATH)
 
 
-@extend_schema_view(list=extend_schema(parameters=LIST_FILTERS), retrieve=extend_schema(parameters=[ID_PARAMETER]))
+@extend_schema_view(retrieve=extend_schema(parameters=[ID_PARAMETER]))
 class ImageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Upload images and read each one's latest prediction."""
 
@@ -47,21 +32,8 @@ class ImageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     parser_classes = [MultiPartParser, FormParser]
 
     def get_queryset(self):
-        images = selectors.images_visible_to(self.request.user)
-        params = self.request.query_params
-        if "status" in params:  # an empty or unknown value is a mistake, not "any status"
-            if params["status"] not in Image.Status.values:
-                raise Rejected(f"Unknown status {params['status']!r}; choose one of: {', '.join(Image.Status.values)}")
-            images = images.filter(status=params["status"])
-        if params.get("label"):
-            wanted = params["label"].strip().lower()
-            # Labels are derived, never stored: read through the same source training reads.
-            images = images.filter(id__in=[i for i, name in training_labels().items() if name == wanted])
-        if params.get("predicted"):
-            version = selectors.production_model()
-            images = (images.filter(predictions__model_version=version, predictions__label=params["predicted"])
-                      if version else images.none())
-        return images.order_by("-created", "-id")
+        # labeling.browse_api extends this with the data browser's filters and keyset pages.
+        return selectors.images_visible_to(self.request.user).order_by("-created", "-id")
 
     def get_object(self):
         image = get_object_or_404(Image, pk=self.kwargs["pk"])

@@ -27,6 +27,15 @@ def training_labels() -> dict[int, str]:
     return import_string(settings.TRAINING_LABELS_SOURCE)()
 
 
+def near_duplicate_shas() -> dict[int, str]:
+    """image id -> the content hash of its near-duplicate group's first image (read through a
+    setting, like the labels); an image in no group is absent."""
+    source = settings.NEAR_DUPLICATE_GROUPS_SOURCE
+    roots = import_string(source)() if source else {}
+    shas = dict(Image.objects.filter(id__in=set(roots.values())).values_list("id", "sha256"))
+    return {i: shas[r] for i, r in roots.items() if r in shas}
+
+
 def class_plan(items: list[Item], class_map: dict[str, list[int]]) -> ClassPlan:
     """Which classes a run on these items learns, serves by zero-shot, or does not serve yet."""
     return plan_classes(((i.label, i.split) for i in items), class_map=class_map,
@@ -45,10 +54,13 @@ def snapshot_items() -> tuple[list[Item], dict[str, int], dict[str, str]]:
     labels = training_labels()
     minimum = settings.TRAINING_MIN_PER_CLASS
     items, ids = [], {}
+    group_sha = near_duplicate_shas()
     for image_id, sha in Image.objects.filter(id__in=list(labels)).values_list("id", "sha256"):
-        split = stable_split(sha, test_fraction=settings.TRAINING_TEST_FRACTION)
+        # A near-duplicate takes its group's split: never one copy in train and one in test.
+        split_sha = group_sha.get(image_id, sha)
+        split = stable_split(split_sha, test_fraction=settings.TRAINING_TEST_FRACTION)
         if split == TRAIN:
-            split = validation_split(sha, val_fraction=settings.TRAINING_VAL_FRACTION)
+            split = validation_split(split_sha, val_fraction=settings.TRAINING_VAL_FRACTION)
         items.append(Item(path=Path(sha), label=labels[image_id], split=split, sha256=sha))
         ids[sha] = image_id
     plan = class_plan(items, project_class_map())

@@ -72,8 +72,14 @@ ROUTES = {
     "POST api-jobs": ("/api/jobs/", {"source": "not-a-source"}),
     "GET api-job": ("/api/jobs/{job}/", None),
     "POST api-job-cancel": ("/api/jobs/{job}/cancel/", {}),
+    "GET browse": ("/images/", None),
+    "POST api-images-bulk": ("/api/images/bulk/", {"action": "label", "label": "not-a-class", "ids": [999999]}),
+    "POST api-image-bulk-undo": ("/api/images/999999/bulk-undo/", {}),
+    "GET api-image-similar": ("/api/images/{image}/similar/", None),
+    "POST api-similar": ("/api/similar/", {"note": "no file"}),
+    "POST api-image-not-duplicate": ("/api/images/{image}/not-duplicate/", {}),
 }
-MULTIPART = {"POST api-image-list", "POST api-import-create", "POST api-jobs"}
+MULTIPART = {"POST api-image-list", "POST api-import-create", "POST api-jobs", "POST api-similar"}
 
 EXPECTED = {
     #                         anonymous    owner        uploader     annotator    reviewer     staff
@@ -125,6 +131,16 @@ EXPECTED = {
     "POST api-jobs":          (DENIED,      403,         403,         403,         400,         400),
     "GET api-job":            (DENIED,      403,         403,         403,         200,         200),
     "POST api-job-cancel":    (DENIED,      403,         403,         403,         409,         409),
+    # The data browser: everyone logged in (an uploader sees their own images); bulk labelling and
+    # its undo for reviewers (an unknown class: 400; no bulk label to undo: 400).
+    "GET browse":             (LOGIN,       200,         200,         200,         200,         200),
+    "POST api-images-bulk":   (DENIED,      403,         403,         403,         400,         400),
+    "POST api-image-bulk-undo": (DENIED,    403,         403,         403,         400,         400),
+    # More like this: the image has no stored embedding yet (400); a query photo is required (400).
+    "GET api-image-similar":  (DENIED,      400,         403,         400,         400,         400),
+    "POST api-similar":       (DENIED,      400,         400,         400,         400,         400),
+    # Reviewers only; this image is not flagged (400).
+    "POST api-image-not-duplicate": (DENIED, 403,       403,         403,         400,         400),
 }
 
 

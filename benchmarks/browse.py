@@ -1,0 +1,157 @@
+"""The data browser at scale: GET /api/images/ with each single filter and three combined, on
+the first page and a deep one, over N images whose rows are made directly (shared thumbnail
+names, a production prediction each, a label on a third), on a throwaway PostgreSQL database.
+
+    python benchmarks/browse.py --postgres postgres://postgres@127.0.0.1:5432/postgres --n 100000
+
+Last line: JSON with p95_ms (the worst case) and every case's p50/p95. Bar (issue 12): p95 <= 200 ms.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[0] = str(REPO)  # not benchmarks/, whose http.py would shadow the standard library
+
+from benchmarks.harness import postgres_create, postgres_drop  # noqa: E402
+
+CLASSES = ["dalmatian", "flamingo", "llama", "starfish", "dog", "cat"]
+
+
+def make_rows(n: int, rng: np.random.Generator) -> None:
+    from datetime import timedelta
+
+    from django.contrib.auth import get_user_model
+    from django.utils import timezone
+
+    from classifier import registry
+    from classifier.models import Image, Prediction, Species, Upload
+    from labeling.models import Annotation
+
+    registry.species_create_many(names=CLASSES)
+    version = registry.zero_shot_version_sync()
+    classes = version.classes
+    species = {s.name: s for s in Species.objects.all()}
+    users = [get_user_model().objects.create_user(f"user{i}") for i in range(20)]
+    now = timezone.now()
+    for start in range(0, n, 5000):
+        size = min(5000, n - start)
+        images = Image.objects.bulk_create([
+            Image(sha256=f"{start + i:064x}", original="shared.jpg", preview="shared.jpg", thumbnail="shared.jpg",
+                  format="JPEG", original_mode="RGB", width=64, height=48, size_bytes=1000, status="predicted",
+                  created=now - timedelta(seconds=int(rng.integers(0, 86400 * 365))))
+            for i in range(size)])
+        probs = rng.dirichlet(np.full(len(classes), 0.3), size)
+        Prediction.objects.bulk_create([
+            Prediction(image=im, model_version=version, label=classes[int(p.argmax())], confidence=float(p.max()),
+                       top=[{"label": classes[j], "p": float(p[j])} for j in np.argsort(-p)[:5]],
+                       probabilities=p.tolist(), backend="bench", model_ms=0.0)
+            for im, p in zip(images, probs)])
+        Upload.objects.bulk_create([Upload(image=im, user=users[int(rng.integers(0, 20))]) for im in images])
+        Annotation.objects.bulk_create([
+            Annotation(image=im, kind="imported", role="import", species=species[c], label=c)
+            for im in images if rng.random() < 0.33 for c in [CLASSES[int(rng.integers(0, len(CLASSES)))]]])
+
+
+CASES = {
+    "none": {}, "label": {"label": "dog"}, "predicted": {"predicted": "cat"}, "disagrees": {"disagrees": "true"},
+    "confidence": {"confidence_min": "0.9"}, "margin": {"margin_max": "0.1"}, "status": {"status": "predicted"},
+    "split": {"split": "test"}, "uploader": {"uploader": "user3"}, "annotator": {"annotator": "user3"},
+    "created": {"created_after": "2026-06-01"}, "sort_margin": {"sort": "margin"},
+    "three": {"predicted": "dog", "labelled": "true", "margin_max": "0.3"},
+}
+
+
+def measure(client, params: dict, repeats: int, deep_cursor) -> dict:
+    out = {}
+    for depth in ("first", "deep"):
+        query = dict(params)
+        if depth == "deep":
+            cursor = deep_cursor(params)
+            if cursor is None:
+                continue
+            query["cursor"] = cursor
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            response = client.get("/api/images/", query)
+            times.append((time.perf_counter() - started) * 1000.0)
+            assert response.status_code == 200, response.content[:300]
+        out[depth] = {"p50_ms": round(float(np.percentile(times, 50)), 1),
+                      "p95_ms": round(float(np.percentile(times, 95)), 1)}
+    return out
+
+
+def deep_cursor_for(user):
+    """A cursor 90% of the way through the filtered, sorted rows (as a reader paging far would hold)."""
+    from labeling import browse
+
+    def cursor(params: dict):
+        images, _ = browse.filtered(user, params)
+        key, descending = browse.SORTS[params.get("sort", browse.DEFAULT_SORT)]
+        field = f"summary__{key}"
+        order = [f"-{field}", "-id"] if descending else [field, "id"]
+        rows = images.filter(**{f"{field}__isnull": False}).order_by(*order).values_list(field, "id")
+        total = rows.count()
+        if total < 2 * browse.PAGE_SIZE:
+            return None
+        value, image_id = rows[int(total * 0.9)]
+        return browse._encode(value, image_id)
+
+    return cursor
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--postgres", default="postgres://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--n", type=int, default=100_000)
+    parser.add_argument("--repeats", type=int, default=20)
+    args = parser.parse_args(argv)
+    url, name = postgres_create(args.postgres, "bench_browse")
+    os.environ.update(DATABASE_URL=url, CELERY_BROKER_URL="filesystem://", DJANGO_SETTINGS_MODULE="animalsite.settings",
+                      ALLOWED_HOSTS="testserver,localhost")
+    try:
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+        from django.db import connection
+        from django.test import Client
+
+        from labeling.roles import role_group
+        from labeling.summaries import summaries_rebuild
+
+        call_command("migrate", verbosity=0)
+        make_rows(args.n, np.random.default_rng(0))
+        started = time.perf_counter()
+        summaries_rebuild()
+        rebuild_s = time.perf_counter() - started
+        with connection.cursor() as c:
+            c.execute("ANALYZE")
+        from django.contrib.auth import get_user_model
+        reviewer = get_user_model().objects.create_user("bench-reviewer")
+        reviewer.groups.add(role_group("reviewer"))
+        client = Client()
+        client.force_login(reviewer)
+        cases = {case: measure(client, params, args.repeats, deep_cursor_for(reviewer))
+                 for case, params in CASES.items()}
+        worst = max(r["p95_ms"] for c in cases.values() for r in c.values())
+        result = {"p95_ms": worst, "n": args.n, "rebuild_s": round(rebuild_s, 1), "cases": cases,
+                  "cpus": os.cpu_count()}
+        print(json.dumps(result))
+        return result
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        postgres_drop(args.postgres, name)
+
+
+if __name__ == "__main__":
+    main()

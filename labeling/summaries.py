@@ -1,0 +1,174 @@
+"""The one writer of ImageSummary, the data browser's derived row per image.
+
+Every input it copies has a trigger here (and near-duplicates are flagged here when an image's
+features are stored): a new image, an annotation (the current label), a
+prediction by the production version (single rows and predictions_write's bulk inserts), a new
+production version and a class renamed, retired or merged (every row). Each refresh recomputes
+the rows of the images it is given from the truth (annotation history, Prediction rows), so a
+refresh twice is harmless and `summaries_rebuild` repairs anything.
+"""
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied
+from django.db.models.signals import post_save
+
+from classifier import similarity
+from classifier.errors import Rejected
+from classifier.ml.datasets import TRAIN, stable_split, validation_split
+from classifier.models import Image, ModelVersion, Prediction, Species
+from classifier.selectors import production_model
+from classifier.signals import predictions_written
+
+from .models import Annotation, ImageSummary
+from .selectors import batches, ground_truth_labels
+
+FIELDS = ["created", "label", "labelled_by", "predicted", "confidence", "margin", "disagrees", "split"]
+
+
+def split_of(sha256: str) -> str:
+    """The split a snapshot puts this content in (classifier.training.snapshots does the same)."""
+    split = stable_split(sha256, test_fraction=settings.TRAINING_TEST_FRACTION)
+    if split == TRAIN:
+        split = validation_split(sha256, val_fraction=settings.TRAINING_VAL_FRACTION)
+    return split
+
+
+def _margin(top: list[dict]) -> float | None:
+    if not top:
+        return None
+    return float(top[0]["p"]) - (float(top[1]["p"]) if len(top) > 1 else 0.0)
+
+
+def summaries_refresh(image_ids) -> int:
+    """Recompute the summary rows of these images; returns how many were written."""
+    written = 0
+    version = production_model()
+    for batch in batches(sorted(set(image_ids))):
+        labels = ground_truth_labels(batch)
+        predictions = {}
+        if version is not None:
+            predictions = {p["image_id"]: p for p in Prediction.objects.filter(
+                model_version=version, image_id__in=batch).values("image_id", "label", "confidence", "top")}
+        rows = []
+        shas = _group_shas(batch)
+        for image_id, created, sha in Image.objects.filter(id__in=batch).values_list("id", "created", "sha256"):
+            label, annotation = labels.get(image_id, ("", None))
+            p = predictions.get(image_id)
+            rows.append(ImageSummary(
+                image_id=image_id, created=created, label=label,
+                labelled_by_id=annotation.user_id if annotation else None,
+                predicted=p["label"] if p else "", confidence=p["confidence"] if p else None,
+                margin=_margin(p["top"]) if p else None,
+                disagrees=bool(label and p and p["label"] != label), split=split_of(shas.get(image_id, sha)),
+            ))
+        ImageSummary.objects.bulk_create(rows, update_conflicts=True, unique_fields=["image"], update_fields=FIELDS)
+        written += len(rows)
+    return written
+
+
+def summaries_rebuild() -> int:
+    """Every image's row (a new production version, a class changed, or a repair)."""
+    return summaries_refresh(Image.objects.values_list("id", flat=True))
+
+
+# --- near-duplicates -----------------------------------------------------------------------------
+
+def near_duplicate_roots() -> dict[int, int]:
+    """image id -> the first image of its near-duplicate group, for every flagged image
+    (settings.NEAR_DUPLICATE_GROUPS_SOURCE: what a snapshot reads to keep a group on one side)."""
+    links = dict(ImageSummary.objects.filter(near_duplicate_of__isnull=False)
+                 .values_list("image_id", "near_duplicate_of_id"))
+    roots = {}
+    for image_id in links:
+        root, seen = links[image_id], {image_id}
+        while root in links and root not in seen:  # links point to earlier images: chains end
+            seen.add(root)
+            root = links[root]
+        roots[image_id] = root
+    return roots
+
+
+def _group_shas(image_ids: list[int]) -> dict[int, str]:
+    """image id -> the content hash its split is drawn from: its group's first image's."""
+    roots = {i: r for i, r in near_duplicate_roots().items() if i in set(image_ids)}
+    shas = dict(Image.objects.filter(id__in=set(roots.values())).values_list("id", "sha256"))
+    return {i: shas[r] for i, r in roots.items() if r in shas}
+
+
+def near_duplicates_flag(image_ids, *, backbone: str | None = None) -> list[int]:
+    """Flag each image whose embedding's cosine to an earlier image's reaches
+    NEAR_DUPLICATE_COSINE as that image's near-duplicate (stored and shown, never dropped);
+    its split becomes its group's. Returns the flagged ids."""
+    flagged, checked = [], []
+    for image_id in image_ids:
+        try:
+            vector = similarity.image_embedding(image_id, backbone)
+        except Rejected:
+            continue  # no features of this backbone (a failed prediction)
+        checked.append(image_id)
+        hits = similarity.nearest(vector, k=10, exclude=image_id, name=backbone)
+        earlier = next((i for i, score in hits if i < image_id and score >= settings.NEAR_DUPLICATE_COSINE), None)
+        if earlier is not None and ImageSummary.objects.filter(
+                image_id=image_id, near_duplicate_of__isnull=True, not_duplicate=False).update(
+                near_duplicate_of_id=earlier):
+            flagged.append(image_id)
+    ImageSummary.objects.filter(image_id__in=checked).update(duplicate_checked=True)
+    if flagged:
+        summaries_refresh(flagged)  # the split follows the group
+    return flagged
+
+
+def near_duplicate_dismiss(*, user, image_id: int) -> None:
+    """A reviewer says the image is not a duplicate of the one it was linked to: the link goes,
+    is never made again, and the image's split is its own content's again."""
+    if not user.has_perm("labeling.review"):
+        raise PermissionDenied("Only reviewers can mark a pair as not a duplicate.")
+    if not ImageSummary.objects.filter(image_id=image_id, near_duplicate_of__isnull=False).update(
+            near_duplicate_of=None, not_duplicate=True):
+        raise Rejected(f"Image {image_id} is not flagged as a near-duplicate.")
+    summaries_refresh([image_id, *ImageSummary.objects.filter(near_duplicate_of_id=image_id)
+                       .values_list("image_id", flat=True)])
+
+
+# --- triggers ------------------------------------------------------------------------------------
+
+def _image_saved(sender, instance, created, **kwargs):
+    if created:
+        summaries_refresh([instance.id])
+
+
+def _annotation_saved(sender, instance, **kwargs):
+    summaries_refresh([instance.image_id])
+
+
+def _prediction_saved(sender, instance, created, **kwargs):
+    if created and instance.model_version.status == ModelVersion.Status.PRODUCTION:
+        summaries_refresh([instance.image_id])
+
+
+def _predictions_written(sender, version, image_ids, **kwargs):
+    if version.status == ModelVersion.Status.PRODUCTION:
+        summaries_refresh(image_ids)
+    # Once per image: a re-predict by a new version stores no new features of it.
+    unchecked = ImageSummary.objects.filter(image_id__in=image_ids, duplicate_checked=False)
+    near_duplicates_flag(list(unchecked.values_list("image_id", flat=True)), backbone=version.backbone)
+
+
+def _version_saved(sender, instance, update_fields=None, **kwargs):
+    if instance.status == ModelVersion.Status.PRODUCTION and (update_fields is None or "status" in update_fields):
+        summaries_rebuild()
+
+
+def _species_saved(sender, instance, created, **kwargs):
+    if not created:  # renamed, retired or merged: labels may read differently now
+        summaries_refresh(ImageSummary.objects.exclude(label="").values_list("image_id", flat=True))
+
+
+def connect() -> None:
+    """Called once from LabelingConfig.ready."""
+    post_save.connect(_image_saved, sender=Image, dispatch_uid="summary-image")
+    post_save.connect(_annotation_saved, sender=Annotation, dispatch_uid="summary-annotation")
+    post_save.connect(_prediction_saved, sender=Prediction, dispatch_uid="summary-prediction")
+    post_save.connect(_version_saved, sender=ModelVersion, dispatch_uid="summary-version")
+    post_save.connect(_species_saved, sender=Species, dispatch_uid="summary-species")
+    predictions_written.connect(_predictions_written, dispatch_uid="summary-predictions")
