@@ -28,6 +28,14 @@ class EmbeddingMatrix:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def catch_up(self) -> None:
+        self._read_new_rows()
+        # Rows the id watermark cannot see: a transaction that committed after a later id was read,
+        # or rows that are gone (a deleted image, a rolled-back transaction). Then read them all again.
+        if Embedding.objects.filter(backbone=self.backbone).count() != len(self.ids):
+            self.ids, self.vectors, self.last_row = np.zeros(0, dtype=np.int64), None, 0
+            self._read_new_rows()
+
+    def _read_new_rows(self) -> None:
         rows = (Embedding.objects.filter(backbone=self.backbone, id__gt=self.last_row).order_by("id")
                 .values_list("id", "image_id", "vector"))
         new_ids, new_vectors, last = [], [], self.last_row

@@ -29,6 +29,33 @@ SORTS = {
 DEFAULT_SORT = "-created"
 
 
+class StrictNullBooleanSelect(forms.NullBooleanSelect):
+    """Yes/no/any on the page; a value that is none of them reaches the field (and is refused)
+    instead of meaning "any"."""
+
+    VALUES = {"true": True, "1": True, "false": False, "0": False}
+
+    def value_from_datadict(self, data, files, name):
+        value = data.get(name)
+        if value in (None, "", "unknown"):
+            return None
+        return self.VALUES.get(str(value).lower(), value)
+
+
+class StrictNullBooleanField(forms.NullBooleanField):
+    widget = StrictNullBooleanSelect
+
+    def to_python(self, value):
+        result = super().to_python(value)
+        if result is None and value not in (None, "", "unknown"):
+            raise forms.ValidationError(f"{value!r} is not true or false.")
+        return result
+
+
+class BooleanFilter(filters.BooleanFilter):
+    field_class = StrictNullBooleanField
+
+
 def images_for(user) -> QuerySet[Image]:
     """Every image for annotators, reviewers and staff (view_image); an uploader's own otherwise."""
     images = Image.objects.filter(summary__isnull=False).select_related("summary")
@@ -43,14 +70,14 @@ class ImageFilter(filters.FilterSet):
         "rank (reviewer, then annotator, then import), undone decisions left out, merged classes under their "
         "new name; `other` for \"not an animal / none of these\". An uploader's claim (feedback) is not a label. "
         "Changes as soon as someone corrects the label."))
-    labelled = filters.BooleanFilter(method="filter_labelled", help_text="true: has a current label; false: none")
+    labelled = BooleanFilter(method="filter_labelled", help_text="true: has a current label; false: none")
     predicted = filters.CharFilter(method="filter_predicted", help_text=(
         "the class the production version predicts for the image (images it has not predicted yet are left "
         "out); not a label. With `version`, that version's prediction instead"))
     version = filters.NumberFilter(method="filter_version", help_text=(
         "a model version's id: images it predicted (with `predicted`: predicted as that class); the model "
         "page's confusion-matrix cells link here"))
-    disagrees = filters.BooleanFilter(field_name="summary__disagrees",
+    disagrees = BooleanFilter(field_name="summary__disagrees",
                                       help_text="true: labelled and the production prediction says another class")
     confidence_min = filters.NumberFilter(field_name="summary__confidence", lookup_expr="gte")
     confidence_max = filters.NumberFilter(field_name="summary__confidence", lookup_expr="lte")
@@ -64,11 +91,11 @@ class ImageFilter(filters.FilterSet):
     uploader = filters.CharFilter(method="filter_uploader", help_text="username: images this person uploaded")
     created_after = filters.DateFilter(field_name="summary__created", lookup_expr="date__gte")
     created_before = filters.DateFilter(field_name="summary__created", lookup_expr="date__lte")
-    suspect = filters.BooleanFilter(method="filter_suspect", help_text=(
+    suspect = BooleanFilter(method="filter_suspect", help_text=(
         "true: a suspected label error (confident learning on the embeddings disagrees with the label)"))
-    annotators_disagree = filters.BooleanFilter(method="filter_annotators_disagree", help_text=(
+    annotators_disagree = BooleanFilter(method="filter_annotators_disagree", help_text=(
         "true: two annotators gave different labels and no reviewer has settled it yet"))
-    near_duplicate = filters.BooleanFilter(field_name="summary__near_duplicate_of", lookup_expr="isnull",
+    near_duplicate = BooleanFilter(field_name="summary__near_duplicate_of", lookup_expr="isnull",
                                            exclude=True, help_text="true: looks like an earlier image")
 
     class Meta:

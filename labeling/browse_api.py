@@ -50,6 +50,10 @@ class KeysetPagination(BasePagination):
     def paginate_queryset(self, queryset, request, view=None):
         params = request.query_params
         size = params.get("page_size", "")
+        if params.get("sort", browse.DEFAULT_SORT) not in browse.SORTS:
+            raise Rejected(f"Unknown sort {params['sort']!r}; choose one of: {', '.join(browse.SORTS)}")
+        if size and not size.isdigit():
+            raise Rejected(f"page_size must be a whole number, got {size!r}")
         self.request = request
         self.page = browse.page(queryset, sort=params.get("sort", browse.DEFAULT_SORT), cursor=params.get("cursor"),
                                 size=int(size) if size.isdigit() else browse.PAGE_SIZE)
@@ -102,6 +106,12 @@ class ImageViewSet(images_api.ImageViewSet):
         return browse.images_for(self.request.user)
 
     def list(self, request, *args, **kwargs):
+        # A filter given empty is a mistake over the API (the page leaves empty fields out of its URLs).
+        empty = [n for n in browse.ImageFilter.base_filters if n in request.query_params and
+                 not any(v.strip() for v in request.query_params.getlist(n))]
+        if empty:
+            raise Rejected(f"Empty filter{'s' if len(empty) > 1 else ''} {', '.join(empty)}: leave a filter out "
+                           "to not filter by it.")
         images = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
         # One query and one serializer for the page's predictions: a serializer per image costs
         # milliseconds each (DRF builds its fields per instance).

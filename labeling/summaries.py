@@ -51,7 +51,10 @@ def summaries_refresh(image_ids) -> int:
                 model_version=version, image_id__in=batch).values("image_id", "label", "confidence", "top")}
         rows = []
         shas = _group_shas(batch)
-        for image_id, created, sha in Image.objects.filter(id__in=batch).values_list("id", "created", "sha256"):
+        # In id order, as every writer: two transactions upserting overlapping rows then lock them in the
+        # same order and one waits for the other instead of deadlocking (an upload during a rebuild).
+        for image_id, created, sha in (Image.objects.filter(id__in=batch).order_by("id")
+                                       .values_list("id", "created", "sha256")):
             label, annotation = labels.get(image_id, ("", None))
             p = predictions.get(image_id)
             rows.append(ImageSummary(

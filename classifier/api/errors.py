@@ -3,7 +3,9 @@
 Services raise classifier.errors.Rejected (400) or Conflict (409) with a message for the person
 who asked; the database or the broker away answers 503 `{"detail", "retry_after"}` with a
 Retry-After header; DRF's own errors (validation, authentication, permission, not found) keep
-DRF's handling. Errors outside DRF views are shaped by animalsite.errors with the same body.
+DRF's handling, and a validation error that names only fields (a serializer's, a filter's) gains
+a `detail` that sums them up. Errors outside DRF views are shaped by animalsite.errors with the
+same body.
 """
 
 from django.conf import settings
@@ -32,4 +34,14 @@ def exception_handler(exc, context):
         except unavailable_errors():
             pass  # the connection is gone; so is its transaction
         return unavailable_response(exc)
-    return drf_exception_handler(exc, context)
+    response = drf_exception_handler(exc, context)
+    if response is not None and isinstance(response.data, dict) and "detail" not in response.data:
+        response.data = {"detail": _summary(response.data), **response.data}
+    return response
+
+
+def _summary(fields: dict) -> str:
+    def text(errors) -> str:
+        return " ".join(str(e) for e in errors) if isinstance(errors, list | tuple) else str(errors)
+
+    return "; ".join(f"{name}: {text(errors)}" for name, errors in fields.items())

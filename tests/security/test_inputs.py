@@ -188,15 +188,16 @@ def test_an_unknown_status_filter_answers_400(client, alice):
     client.force_login(alice)
     response = client.get("/api/images/?status=AAA")
     assert response.status_code == 400
-    assert "queued" in response.json()["detail"]
-    assert client.get("/api/images/?status=").status_code == 400
+    assert "AAA" in response.json()["detail"]
     assert client.get("/api/images/?status=queued").status_code == 200
 
 
 def test_a_page_that_is_not_one_whole_number_answers_404(client, alice):
     client.force_login(alice)
+    # Page-numbered lists (the image list pages by cursor: its broken cursors answer 400).
     for query in ["page=", "page=abc", "page=1&page=2", "page=-1"]:
-        response = client.get(f"/api/images/?{query}")
+        response = client.get(f"/api/species/?{query}")
         assert response.status_code == 404, query
         assert response.json()["detail"]
-    assert client.get("/api/images/?page=1").status_code == 200
+    assert client.get("/api/species/?page=1").status_code == 200
+    assert client.get("/api/images/?cursor=zz").status_code == 400
