@@ -83,18 +83,19 @@ class Installation:
             PYTHONUNBUFFERED="1",
         ) | settings
 
-    def start(self, name: str, command: list[str], env: dict, *, new_session: bool = False):
+    def start(self, name: str, command: list[str], env: dict, *, new_session: bool = False, niceness: int = 0):
         """A server in the repository root, logging to VAR_DIR/NAME.log; close() stops it."""
         process = processes.start(command, env=env, log_path=self.var / f"{name}.log", name=name,
-                                  new_session=new_session)
+                                  new_session=new_session, niceness=niceness)
         self.processes.append(process)
         return process
 
     def start_worker(self, env: dict, queues: list[str], *, name: str = "worker", timeout: float = 120,
-                     concurrency: int = 1, new_session: bool = False):
+                     concurrency: int = 1, new_session: bool = False, niceness: int = 0):
         """One `celery worker` (prefork) on these queues, as run_all starts it; returns once it consumes."""
         command = processes.worker_command(queues, concurrency=concurrency, name=f"{self.prefix}-{name}")
-        return processes.wait_ready(self.start(name, command, env, new_session=new_session), timeout=timeout)
+        process = self.start(name, command, env, new_session=new_session, niceness=niceness)
+        return processes.wait_ready(process, timeout=timeout)
 
     def close(self) -> None:
         """Each step runs even if one before it fails (settings that did not load, a server gone)."""

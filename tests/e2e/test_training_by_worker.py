@@ -9,7 +9,6 @@ import signal
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from classifier import registry, uploads
@@ -20,7 +19,7 @@ from labeling import review_queue, services
 from labeling.models import Annotation
 from labeling.roles import role_group
 from tests.helpers import demo_photo, wait_for
-from tests.labeling.factories import EMBEDDING_DIM, annotate, predicted_image, with_margin
+from tests.labeling.factories import annotate, clustered_images
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 
@@ -31,14 +30,7 @@ def test_new_labels_trigger_a_head_retrain_whose_version_then_serves(
     worker = worker_factory(training_env | {"RETRAIN_AFTER_LABELS": "24"})
     annotator = django_user_model.objects.create_user("ann")
     annotator.groups.add(role_group("annotator"))
-    rng = np.random.default_rng(0)
-    truth = {}
-    for name in ("cat", "dog", "llama"):
-        centre = rng.normal(0.0, 1.0, EMBEDDING_DIM)
-        for _ in range(8):
-            vector = np.abs(centre + rng.normal(0.0, 0.5, EMBEDDING_DIM))
-            image = predicted_image(version=species, probs=with_margin(species, 0.1), embedding=vector)
-            truth[image.id] = name
+    truth = clustered_images(species)
 
     # An annotator works the queue; every decision enqueues the retrain check.
     for _ in range(24):

@@ -9,7 +9,6 @@ with no image files, which only a file-system media storage tolerates.)
 
 import uuid
 
-import numpy as np
 import pytest
 
 pytest.importorskip("storages.backends.s3", reason="the s3 extra (django-storages, boto3) is not installed")
@@ -23,7 +22,7 @@ from labeling import review_queue, services  # noqa: E402
 from labeling.roles import role_group  # noqa: E402
 from tests.conftest import start_worker  # noqa: E402
 from tests.helpers import demo_photo, wait_for  # noqa: E402
-from tests.labeling.factories import EMBEDDING_DIM, predicted_image, with_margin  # noqa: E402
+from tests.labeling.factories import clustered_images  # noqa: E402
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 
@@ -74,13 +73,7 @@ def test_a_version_trained_on_one_node_serves_on_another_through_the_store(
                                         env=queues | node_env(tmp_path, role, s3)))
         annotator = django_user_model.objects.create_user("ann")
         annotator.groups.add(role_group("annotator"))
-        rng = np.random.default_rng(0)
-        truth = {}
-        for name in ("cat", "dog", "llama"):
-            centre = rng.normal(0.0, 1.0, EMBEDDING_DIM)
-            for _ in range(8):
-                vector = np.abs(centre + rng.normal(0.0, 0.5, EMBEDDING_DIM))
-                truth[predicted_image(version=species, probs=with_margin(species, 0.1), embedding=vector).id] = name
+        truth = clustered_images(species)
         for _ in range(24):
             [claim] = review_queue.queue_next(user=annotator, count=1)
             services.decision_make(user=annotator, token=claim.token, action="choose", label=truth[claim.image_id])

@@ -98,6 +98,20 @@ def prediction_make(*, image: Image, version: ModelVersion, probs: list[float]) 
     )
 
 
+def clustered_images(version: ModelVersion, names=("cat", "dog", "llama"), *, per_class: int = 8,
+                     seed: int = 0) -> dict[int, str]:
+    """Predicted images whose embeddings form one cluster per class (a head can learn them):
+    {image id: its true class}."""
+    rng = np.random.default_rng(seed)
+    truth = {}
+    for name in names:
+        centre = rng.normal(0.0, 1.0, EMBEDDING_DIM)
+        for _ in range(per_class):
+            vector = np.abs(centre + rng.normal(0.0, 0.5, EMBEDDING_DIM))
+            truth[predicted_image(version=version, probs=with_margin(version, 0.1), embedding=vector).id] = name
+    return truth
+
+
 def cluster_embedding(centre: int, *, rng: np.random.Generator, spread: float = 0.01) -> np.ndarray:
     """A vector near one of a few far-apart centres (a one-hot direction per centre)."""
     vector = rng.normal(0.0, spread, EMBEDDING_DIM)
