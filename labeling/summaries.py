@@ -8,8 +8,11 @@ the rows of the images it is given from the truth (annotation history, Predictio
 refresh twice is harmless and `summaries_rebuild` repairs anything.
 """
 
+import functools
+
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
+from django.db import connection, transaction
 from django.db.models.signals import post_save
 
 from classifier import similarity
@@ -23,6 +26,11 @@ from .models import Annotation, ImageSummary
 from .selectors import batches, ground_truth_labels
 
 FIELDS = ["created", "label", "labelled_by", "predicted", "confidence", "margin", "disagrees", "split"]
+# PostgreSQL advisory lock taken by every summary write, held to the end of the writer's transaction.
+# Writers upsert from transactions that do other work (a promotion rebuilds every row; a worker's
+# prediction refreshes its image), sometimes twice in one transaction: without one lock, two of
+# them could each hold rows the other needs next (a deadlock, seen in the test suite).
+SUMMARY_LOCK = 7_231_001
 
 
 def split_of(sha256: str) -> str:
@@ -39,6 +47,20 @@ def _margin(top: list[dict]) -> float | None:
     return float(top[0]["p"]) - (float(top[1]["p"]) if len(top) > 1 else 0.0)
 
 
+def _locked(function):
+    """Runs `function` in a transaction holding SUMMARY_LOCK to its end (the outer transaction's,
+    when there is one). SQLite serialises writers by itself."""
+    @functools.wraps(function)
+    def run(*args, **kwargs):
+        with transaction.atomic():
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_xact_lock(%s)", [SUMMARY_LOCK])
+            return function(*args, **kwargs)
+    return run
+
+
+@_locked
 def summaries_refresh(image_ids) -> int:
     """Recompute the summary rows of these images; returns how many were written."""
     written = 0
@@ -98,6 +120,7 @@ def _group_shas(image_ids: list[int]) -> dict[int, str]:
     return {i: shas[r] for i, r in roots.items() if r in shas}
 
 
+@_locked
 def near_duplicates_flag(image_ids, *, backbone: str | None = None) -> list[int]:
     """Flag each image whose embedding's cosine to an earlier image's reaches
     NEAR_DUPLICATE_COSINE as that image's near-duplicate (stored and shown, never dropped);
@@ -121,6 +144,7 @@ def near_duplicates_flag(image_ids, *, backbone: str | None = None) -> list[int]
     return flagged
 
 
+@_locked
 def near_duplicate_dismiss(*, user, image_id: int) -> None:
     """A reviewer says the image is not a duplicate of the one it was linked to: the link goes,
     is never made again, and the image's split is its own content's again."""
