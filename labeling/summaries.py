@@ -183,7 +183,9 @@ def _predictions_written(sender, version, image_ids, **kwargs):
 
 def _version_saved(sender, instance, update_fields=None, **kwargs):
     if instance.status == ModelVersion.Status.PRODUCTION and (update_fields is None or "status" in update_fields):
-        summaries_rebuild()
+        # After the promotion commits: inside it, the rebuild would wait for SUMMARY_LOCK while holding the
+        # version rows that a worker holding the lock needs for its prediction's foreign key (a deadlock).
+        transaction.on_commit(summaries_rebuild)
 
 
 def _species_saved(sender, instance, created, **kwargs):

@@ -6,11 +6,12 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from classifier.models import Image, Species
+from classifier import registry
+from classifier.models import Image, ModelVersion, Species
 from labeling import label_errors
 from labeling.label_errors import SuspectedLabel
 from labeling.models import ImageSummary
-from tests.labeling.factories import annotate, predicted_image, with_margin
+from tests.labeling.factories import annotate, predicted_image, prediction_make, with_margin
 
 pytestmark = pytest.mark.django_db
 
@@ -227,3 +228,21 @@ def test_the_schema_documents_the_browser_filters_and_paging(client, reviewer):
     assert {"label", "predicted", "disagrees", "confidence_min", "margin_max", "status", "split", "annotator",
             "uploader", "created_after", "suspect", "near_duplicate", "sort", "cursor"} <= names
     assert "/api/images/bulk/" in schema["paths"] and "/api/similar/" in schema["paths"]
+
+
+def test_a_new_production_version_rewrites_the_predicted_column_once_it_commits(
+        client, species, reviewer, django_capture_on_commit_callbacks):
+    image = predicted_image(version=species, probs=with_margin(species, 0.3, top="dog", second="cat"))
+    challenger = ModelVersion.objects.create(name="v2", kind=species.kind, backbone=species.backbone,
+                                             card=species.card, card_sha256="2" * 64, parent=species)
+    prediction_make(image=image, version=challenger, probs=with_margin(challenger, 0.3, top="cat", second="dog"))
+    client.force_login(reviewer)
+    assert listed(client, predicted="dog") == [image.id]
+
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        registry.model_promote(version=challenger)
+        assert listed(client, predicted="cat") == []  # not inside the promotion's transaction
+
+    assert callbacks
+    assert listed(client, predicted="cat") == [image.id]
+    assert listed(client, predicted="dog") == []
