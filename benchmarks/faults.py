@@ -29,12 +29,12 @@ import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from animalsite import processes
+from benchmarks.harness import interleaved_photos, postgres_create, postgres_drop
+from benchmarks.http_client import Client, free_port, healthy, multipart
+from benchmarks.http_latency import app_setup, make_payloads
 
-from animalsite import processes  # noqa: E402
-from benchmarks.harness import postgres_create, postgres_drop  # noqa: E402
-from benchmarks.http import Client, app_setup, free_port, healthy, image_files, make_payloads, multipart  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 DEFAULT_DATA = REPO / "demo" / "photos"
 
@@ -336,7 +336,7 @@ def main(argv=None) -> int:
                    RETRAIN_AFTER_LABELS="0", PYTHONUNBUFFERED="1", DJANGO_SETTINGS_MODULE="animalsite.settings",
                    INFERENCE_CHUNK_SIZE="20")
         app = app_setup(env)
-        payloads = make_payloads(image_files(args.data), args.uploads * (len(wanted) + 1))
+        payloads = make_payloads(interleaved_photos(args.data), args.uploads * (len(wanted) + 1))
         port = free_port()
         children = start_app(env, var, port)
         warm = send_uploads(port, app["token"], payloads[:2], 1.0)  # the worker loads its model
@@ -348,7 +348,8 @@ def main(argv=None) -> int:
         results = {}
         for n, key in enumerate(wanted, start=1):
             if key == "worker":
-                batch = make_payloads(image_files(args.data), args.uploads * (len(wanted) + 1) + args.batch_images)
+                count = args.uploads * (len(wanted) + 1) + args.batch_images
+                batch = make_payloads(interleaved_photos(args.data), count)
                 results["worker_killed"] = batch_job_with_pool_killed(
                     children[1], port, role_token("reviewer"), batch[-args.batch_images:], args.settle_s)
                 continue
