@@ -15,11 +15,10 @@ from classifier import registry, uploads
 from classifier.models import ModelVersion, Prediction, Species, TrainingRun
 from classifier.tasks import model_train
 from classifier.training import runs, watchdog
-from labeling import review_queue, services
 from labeling.models import Annotation
 from labeling.roles import role_group
 from tests.helpers import demo_photo, wait_for
-from tests.labeling.factories import annotate, clustered_images
+from tests.labeling.factories import annotate, clustered_images, label_from_queue
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 
@@ -33,9 +32,7 @@ def test_new_labels_trigger_a_head_retrain_whose_version_then_serves(
     truth = clustered_images(species)
 
     # An annotator works the queue; every decision enqueues the retrain check.
-    for _ in range(24):
-        [claim] = review_queue.queue_next(user=annotator, count=1)
-        services.decision_make(user=annotator, token=claim.token, action="choose", label=truth[claim.image_id])
+    label_from_queue(annotator, truth)
     assert Annotation.objects.filter(user=annotator).count() == 24
 
     run = wait_for(lambda: TrainingRun.objects.filter(trigger="labels", status__in=TrainingRun.FINISHED).first(),

@@ -18,11 +18,10 @@ import boto3  # noqa: E402
 
 from classifier import serving, uploads  # noqa: E402
 from classifier.models import ModelVersion, Prediction, TrainingRun  # noqa: E402
-from labeling import review_queue, services  # noqa: E402
 from labeling.roles import role_group  # noqa: E402
 from tests.conftest import start_worker  # noqa: E402
 from tests.helpers import demo_photo, wait_for  # noqa: E402
-from tests.labeling.factories import clustered_images  # noqa: E402
+from tests.labeling.factories import clustered_images, label_from_queue  # noqa: E402
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 
@@ -74,9 +73,7 @@ def test_a_version_trained_on_one_node_serves_on_another_through_the_store(
         annotator = django_user_model.objects.create_user("ann")
         annotator.groups.add(role_group("annotator"))
         truth = clustered_images(species)
-        for _ in range(24):
-            [claim] = review_queue.queue_next(user=annotator, count=1)
-            services.decision_make(user=annotator, token=claim.token, action="choose", label=truth[claim.image_id])
+        label_from_queue(annotator, truth)
 
         run = wait_for(lambda: TrainingRun.objects.filter(status__in=TrainingRun.FINISHED).first(),
                        timeout=300, what="the head retrain on the training node")

@@ -112,6 +112,15 @@ def clustered_images(version: ModelVersion, names=("cat", "dog", "llama"), *, pe
     return truth
 
 
+def label_from_queue(user, truth: dict[int, str]) -> None:
+    """`user` takes every image of `truth` from the review queue and chooses its true class."""
+    from labeling import review_queue, services
+
+    for _ in range(len(truth)):
+        [claim] = review_queue.queue_next(user=user, count=1)
+        services.decision_make(user=user, token=claim.token, action="choose", label=truth[claim.image_id])
+
+
 def cluster_embedding(centre: int, *, rng: np.random.Generator, spread: float = 0.01) -> np.ndarray:
     """A vector near one of a few far-apart centres (a one-hot direction per centre)."""
     vector = rng.normal(0.0, spread, EMBEDDING_DIM)
