@@ -279,9 +279,9 @@ REVIEW_RANDOM_SHARE = float(env_int("REVIEW_RANDOM_PERCENT", 10, minimum=0)) / 1
 REVIEW_CLAIM_SECONDS = env_int("REVIEW_CLAIM_SECONDS", 600, minimum=5)
 
 # The data browser (docs/browse.md): "more like this" size; the cosine similarity at which an
-# image is flagged as an earlier one's near-duplicate (and kept on its side of the split).
+# image is flagged as an earlier one's near-duplicate (chosen by benchmarks/near_duplicates.py).
 SIMILAR_DEFAULT_K = env_int("SIMILAR_DEFAULT_K", 8, minimum=1)
-NEAR_DUPLICATE_COSINE = env_float("NEAR_DUPLICATE_COSINE", 0.95, minimum=0.5, maximum=1.0)
+NEAR_DUPLICATE_COSINE = env_float("NEAR_DUPLICATE_COSINE", 0.85, minimum=0.5, maximum=1.0)
 # image id -> its near-duplicate group's first image, read by snapshots (classifier never imports labeling).
 NEAR_DUPLICATE_GROUPS_SOURCE = env_str("NEAR_DUPLICATE_GROUPS_SOURCE", "labeling.summaries.near_duplicate_roots")
 REVIEW_CANDIDATE_LIMIT = env_int("REVIEW_CANDIDATE_LIMIT", 5000, minimum=10)

@@ -15,6 +15,7 @@ import numpy as np
 from django.conf import settings
 
 from .errors import Rejected
+from .ml.near_duplicates import unit
 from .models import Embedding
 from .selectors import production_model
 
@@ -56,12 +57,6 @@ class EmbeddingMatrix:
 
 _matrices: dict[str, EmbeddingMatrix] = {}
 _matrices_lock = threading.Lock()
-
-
-def unit(vectors: np.ndarray) -> np.ndarray:
-    vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.maximum(norms, 1e-12)
 
 
 def backbone() -> str:

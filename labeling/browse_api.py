@@ -199,9 +199,18 @@ def photo_similar(request):
     return Response(similar.similar_to_vector(user=request.user, vector=vector, k=request.data.get("k")))
 
 
-@extend_schema(request=None, responses={204: None})
+class NotDuplicateSerializer(serializers.Serializer):
+    image = serializers.IntegerField(source="image_id")
+    other = serializers.IntegerField(source="other_id", help_text="the earlier image it was linked to")
+    user = serializers.CharField(source="user.username", allow_null=True, help_text="the reviewer who said so")
+    created = serializers.DateTimeField()
+
+
+@extend_schema(request=None, responses={201: NotDuplicateSerializer})
 @api_view(["POST"])
 def not_duplicate(request, image_id: int):
-    """A reviewer marks the image as not a duplicate of the image it was linked to."""
-    summaries.near_duplicate_dismiss(user=request.user, image_id=image_id)
-    return Response(status=204)
+    """A reviewer marks the image as not a duplicate of the image it is linked to: the link is
+    removed (the near_duplicate filter and snapshots stop grouping them), recorded with who and
+    when, and never made again for that pair. Not flagged: 400; not a reviewer: 403."""
+    mark = summaries.near_duplicate_dismiss(user=request.user, image_id=image_id)
+    return Response(NotDuplicateSerializer(mark).data, status=201)

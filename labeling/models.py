@@ -143,8 +143,6 @@ class ImageSummary(models.Model):
     disagrees = models.BooleanField(default=False)  # labelled and predicted, differently
     split = models.CharField(max_length=8)  # train/val/test, by content hash as snapshots assign it
     near_duplicate_of = models.ForeignKey(Image, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    # A reviewer said the flagged pair is not a duplicate: never flagged again.
-    not_duplicate = models.BooleanField(default=False)
     duplicate_checked = models.BooleanField(default=False)  # compared once its features were stored
 
     class Meta:
@@ -155,6 +153,20 @@ class ImageSummary(models.Model):
             models.Index(fields=["label", "created", "image"], name="summary_label_created"),
             models.Index(fields=["predicted", "created", "image"], name="summary_predicted_created"),
         ]
+
+
+class NotDuplicate(models.Model):
+    """A reviewer said `image` is not a duplicate of `other`, the earlier image it was linked to:
+    the link is gone, and no later check links this pair again (ImageSummary holds no history)."""
+
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="not_duplicate_marks")
+    other = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        constraints = [models.UniqueConstraint(fields=["image", "other"], name="not_duplicate_once_per_pair")]
 
 
 class ReviewRequest(models.Model):

@@ -17,12 +17,13 @@ from django.db.models.signals import post_save
 
 from classifier import similarity
 from classifier.errors import Rejected
+from classifier.ml import near_duplicates
 from classifier.ml.datasets import TRAIN, stable_split, validation_split
 from classifier.models import Image, ModelVersion, Prediction, Species
 from classifier.selectors import production_model
 from classifier.signals import predictions_written
 
-from .models import Annotation, ImageSummary
+from .models import Annotation, ImageSummary, NotDuplicate
 from .selectors import batches, ground_truth_labels
 
 FIELDS = ["created", "label", "labelled_by", "predicted", "confidence", "margin", "disagrees", "split"]
@@ -120,12 +121,21 @@ def _group_shas(image_ids: list[int]) -> dict[int, str]:
     return {i: shas[r] for i, r in roots.items() if r in shas}
 
 
+def _dismissed(image_ids) -> dict[int, set[int]]:
+    """image id -> the images a reviewer said it is not a duplicate of."""
+    out: dict[int, set[int]] = {}
+    for image_id, other in NotDuplicate.objects.filter(image_id__in=image_ids).values_list("image_id", "other_id"):
+        out.setdefault(image_id, set()).add(other)
+    return out
+
+
 @_locked
 def near_duplicates_flag(image_ids, *, backbone: str | None = None) -> list[int]:
-    """Flag each image whose embedding's cosine to an earlier image's reaches
-    NEAR_DUPLICATE_COSINE as that image's near-duplicate (stored and shown, never dropped);
-    its split becomes its group's. Returns the flagged ids."""
+    """Link each image to the earlier image it is a near-duplicate of (classifier.ml.near_duplicates'
+    rule at NEAR_DUPLICATE_COSINE), never one a reviewer said it is not a duplicate of; the image
+    is stored and shown, never dropped, and its split becomes its group's. Returns the linked ids."""
     flagged, checked = [], []
+    dismissed = _dismissed(image_ids)
     for image_id in image_ids:
         try:
             vector = similarity.image_embedding(image_id, backbone)
@@ -133,10 +143,10 @@ def near_duplicates_flag(image_ids, *, backbone: str | None = None) -> list[int]
             continue  # no features of this backbone (a failed prediction)
         checked.append(image_id)
         hits = similarity.nearest(vector, k=10, exclude=image_id, name=backbone)
-        earlier = next((i for i, score in hits if i < image_id and score >= settings.NEAR_DUPLICATE_COSINE), None)
+        earlier = near_duplicates.earlier_match(hits, image_id=image_id, threshold=settings.NEAR_DUPLICATE_COSINE,
+                                                dismissed=dismissed.get(image_id, ()))
         if earlier is not None and ImageSummary.objects.filter(
-                image_id=image_id, near_duplicate_of__isnull=True, not_duplicate=False).update(
-                near_duplicate_of_id=earlier):
+                image_id=image_id, near_duplicate_of__isnull=True).update(near_duplicate_of_id=earlier):
             flagged.append(image_id)
     ImageSummary.objects.filter(image_id__in=checked).update(duplicate_checked=True)
     if flagged:
@@ -145,16 +155,22 @@ def near_duplicates_flag(image_ids, *, backbone: str | None = None) -> list[int]
 
 
 @_locked
-def near_duplicate_dismiss(*, user, image_id: int) -> None:
-    """A reviewer says the image is not a duplicate of the one it was linked to: the link goes,
-    is never made again, and the image's split is its own content's again."""
+def near_duplicate_dismiss(*, user, image_id: int) -> NotDuplicate:
+    """A reviewer says the image is not a duplicate of the one it is linked to: the link goes
+    (the filter and snapshots stop grouping them), who and when is recorded, and no later check
+    links the pair again. The images that were grouped through it take their new group's split."""
     if not user.has_perm("labeling.review"):
         raise PermissionDenied("Only reviewers can mark a pair as not a duplicate.")
-    if not ImageSummary.objects.filter(image_id=image_id, near_duplicate_of__isnull=False).update(
-            near_duplicate_of=None, not_duplicate=True):
+    row = ImageSummary.objects.select_for_update().filter(image_id=image_id).first()
+    if row is None or row.near_duplicate_of_id is None:
         raise Rejected(f"Image {image_id} is not flagged as a near-duplicate.")
-    summaries_refresh([image_id, *ImageSummary.objects.filter(near_duplicate_of_id=image_id)
-                       .values_list("image_id", flat=True)])
+    roots = near_duplicate_roots()
+    group = [i for i, root in roots.items() if root == roots[image_id]]
+    mark, _ = NotDuplicate.objects.get_or_create(image_id=image_id, other_id=row.near_duplicate_of_id,
+                                                 defaults={"user": user})
+    ImageSummary.objects.filter(image_id=image_id).update(near_duplicate_of=None)
+    summaries_refresh(group)
+    return mark
 
 
 # --- triggers ------------------------------------------------------------------------------------

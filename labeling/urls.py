@@ -15,6 +15,7 @@ urlpatterns = [
     path("api/images/<id:image_id>/feedback/", api.image_feedback, name="api-image-feedback"),
     path("labels/", views.labels, name="labels"),
     path("images/", views.browse, name="browse"),
+    path("images/<id:image_id>/not-duplicate/", views.image_not_duplicate, name="image-not-duplicate"),
     path("api/images/bulk/", browse_api.bulk, name="api-images-bulk"),
     path("api/images/<id:image_id>/bulk-undo/", browse_api.bulk_undo, name="api-image-bulk-undo"),
     path("api/images/<id:image_id>/similar/", browse_api.image_similar, name="api-image-similar"),

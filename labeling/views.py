@@ -1,12 +1,14 @@
 from django.conf import settings
 from django.contrib.auth.decorators import login_required, permission_required
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
 
+from classifier.errors import Rejected
 from classifier.ml.datasets import SPLITS
 from classifier.selectors import active_species
 
 from . import browse as browse_reads
-from . import label_errors, selectors, services
+from . import label_errors, selectors, services, summaries
 from .agreement import agreement
 from .models import ImportJob
 
@@ -61,3 +63,15 @@ def browse(request):
         "can_predict": request.user.has_perm("classifier.train"),
     }
     return render(request, "labeling/browse.html", ctx)
+
+
+@require_POST
+@login_required
+@permission_required("labeling.review", raise_exception=True)
+def image_not_duplicate(request, image_id: int):
+    """The image page's "Not a duplicate" form (the API's POST /api/images/{id}/not-duplicate/)."""
+    try:
+        summaries.near_duplicate_dismiss(user=request.user, image_id=image_id)
+    except Rejected:
+        pass  # not linked (any more: a second click); the page shows what was recorded
+    return redirect("image-detail", image_id=image_id)

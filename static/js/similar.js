@@ -1,5 +1,4 @@
 // "More like this" on the image page: the nearest images by embedding, with their labels.
-import { csrfToken } from "./prediction.js";
 
 const section = document.getElementById("more-like-this");
 const list = document.getElementById("similar-images");
@@ -28,11 +27,3 @@ async function load() {
 }
 
 load();
-
-const dismiss = document.getElementById("not-duplicate");
-if (dismiss) {
-  dismiss.addEventListener("click", async () => {
-    const response = await fetch(dismiss.dataset.url, { method: "POST", credentials: "same-origin", headers: { "X-CSRFToken": csrfToken() } });
-    if (response.ok) document.getElementById("near-duplicate").textContent = "Marked as not a duplicate.";
-  });
-}

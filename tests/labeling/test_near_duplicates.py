@@ -89,20 +89,3 @@ def test_a_snapshot_never_splits_a_near_duplicate_group(settings, species):
         assert split_of[members[0].id] == own_split(members[0].sha256, settings)  # the first image never moves
     browser = dict(ImageSummary.objects.values_list("image_id", "split"))
     assert browser == split_of  # the browser's split filter agrees with the snapshot
-
-
-def test_a_reviewer_marks_a_pair_not_a_duplicate_and_it_stays_so(client, settings, species, reviewer, annotator):
-    rng = np.random.default_rng(8)
-    first, second = [predicted_image(version=species, embedding=cluster_embedding(3, rng=rng, spread=0.001))
-                     for _ in range(2)]
-    assert summaries.near_duplicates_flag([second.id]) == [second.id]
-    client.force_login(annotator)
-    assert client.post(f"/api/images/{second.id}/not-duplicate/").status_code == 403
-    client.force_login(reviewer)
-
-    assert client.post(f"/api/images/{second.id}/not-duplicate/").status_code == 204
-
-    row = ImageSummary.objects.get(image=second)
-    assert (row.near_duplicate_of_id, row.split) == (None, own_split(second.sha256, settings))
-    assert summaries.near_duplicates_flag([second.id]) == []  # never flagged again
-    assert [i["id"] for i in client.get("/api/images/", {"near_duplicate": "true"}).json()["results"]] == []

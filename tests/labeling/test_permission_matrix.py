@@ -78,6 +78,7 @@ ROUTES = {
     "GET api-image-similar": ("/api/images/{image}/similar/", None),
     "POST api-similar": ("/api/similar/", {"note": "no file"}),
     "POST api-image-not-duplicate": ("/api/images/{image}/not-duplicate/", {}),
+    "POST image-not-duplicate": ("/images/{image}/not-duplicate/", {}),
 }
 MULTIPART = {"POST api-image-list", "POST api-import-create", "POST api-jobs", "POST api-similar"}
 
@@ -141,6 +142,8 @@ EXPECTED = {
     "POST api-similar":       (DENIED,      400,         400,         400,         400,         400),
     # Reviewers only; this image is not flagged (400).
     "POST api-image-not-duplicate": (DENIED, 403,       403,         403,         400,         400),
+    # The image page's form: back to the image page, which shows what was recorded.
+    "POST image-not-duplicate": (LOGIN,     403,         403,         403,         302,         302),
 }
 
 
