@@ -105,13 +105,16 @@ def predictions_write(*, version: ModelVersion, predicted: Predicted, queued_at:
                    created=now)
         for image_id, r, backend in predicted.rows
     ], ignore_conflicts=True)
-    if store_features and not version.card.get("tta"):
-        # Flip-averaged features are not the plain ones the cache holds for every image;
-        # re-scored rows came from stored features already.
+    if store_features and version.card.get("kind") in ("zero_shot", "head"):
+        # The ImageNet backbone's plain features, under a flip-averaged card too: the same
+        # vectors for every version, so similarity, near-duplicates and head retrains keep
+        # working after a head is promoted. A fine-tuned network's features are another space
+        # and would poison them. Re-scored rows came from stored features already.
         Embedding.objects.bulk_create([
-            Embedding(image_id=image_id, backbone=version.backbone, dim=int(r.embedding.size),
-                      vector=np.asarray(r.embedding, "<f4").tobytes())
-            for image_id, r, backend in predicted.rows if not backend.endswith("(stored features)")
+            Embedding(image_id=image_id, backbone=version.backbone, dim=int(r.plain_embedding.size),
+                      vector=np.asarray(r.plain_embedding, "<f4").tobytes())
+            for image_id, r, backend in predicted.rows
+            if r.plain_embedding is not None and not backend.endswith("(stored features)")
         ], ignore_conflicts=True)
     Image.objects.filter(id__in=[image_id for image_id, _, _ in predicted.rows]).exclude(
         status=Image.Status.PREDICTED).update(status=Image.Status.PREDICTED, status_changed=now, error="")
@@ -205,4 +208,4 @@ def photo_embedding(data: bytes) -> tuple[ModelVersion, np.ndarray]:
     predictor = serving.get_predictor(version)
     decoded = decode_image(data, max_pixels=settings.UPLOAD_MAX_PIXELS)
     result = predictor.predict([decoded.image], top_k=1)[0]
-    return version, np.asarray(result.embedding, dtype=np.float32)
+    return version, np.asarray(result.plain_embedding, dtype=np.float32)

@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 _lock = threading.Lock()
 _cached: dict[str, object] = {"key": None, "predictor": None, "version": None}
 CHECK_PHOTO_COUNT = 4
+ONNX_GRAPH_VERSION = 2  # bump when classifier.ml.ort.OUTPUT_NAMES changes
 
 
 class ServingError(RuntimeError):
@@ -52,7 +53,9 @@ def model_dir_of(version: ModelVersion) -> Path | None:
 
 
 def onnx_path_of(version: ModelVersion) -> Path:
-    return Path(settings.ONNX_DIR) / f"{version.card_sha256}.onnx"
+    # The graph's layout is part of the name: a file exported by an older release (v1: no
+    # plain embedding output) is never picked up for this card.
+    return Path(settings.ONNX_DIR) / f"{version.card_sha256}.v{ONNX_GRAPH_VERSION}.onnx"
 
 
 def torch_predictor(version: ModelVersion, *, device: str | None = None) -> "Predictor":

@@ -23,18 +23,29 @@ from .preprocessing import Preprocessing
 Progress = Callable[[int, int], None]  # (done, total)
 
 
-def backbone_features(backbone: Backbone, batch: torch.Tensor, *,
-                      tta: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """(pooled features, ImageNet logits); with tta, the mean over the image and its mirror.
+def backbone_outputs(backbone: Backbone, batch: torch.Tensor, *,
+                     tta: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(pooled features, ImageNet logits, plain features); with tta the first two are the mean
+    over the image and its mirror, while the plain features are always the image's alone.
 
     Training and serving both go through here, so a head trained on flip-averaged
-    embeddings is always served flip-averaged embeddings.
+    embeddings is always served flip-averaged embeddings. The plain features are what the
+    Embedding table, similarity search and near-duplicates hold for every version, so a
+    flip-averaged production card still stores comparable vectors.
     """
-    features, logits = backbone(batch)
+    plain, plain_logits = backbone(batch)
+    features, logits = plain, plain_logits
     if tta:
         flipped_features, flipped_logits = backbone(torch.flip(batch, dims=[3]))
-        features = (features + flipped_features) / 2
-        logits = (logits + flipped_logits) / 2
+        features = (plain + flipped_features) / 2
+        logits = (plain_logits + flipped_logits) / 2
+    return features, logits, plain
+
+
+def backbone_features(backbone: Backbone, batch: torch.Tensor, *,
+                      tta: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pooled features, ImageNet logits), as backbone_outputs gives them."""
+    features, logits, _ = backbone_outputs(backbone, batch, tta=tta)
     return features, logits
 
 

@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .embed import backbone_features
+from .embed import backbone_outputs
 from .ort import CARD_METADATA_KEY, INPUT_NAME, OUTPUT_NAMES, card_json, create_session
 from .predict import Predictor, file_sha256
 
@@ -58,7 +58,8 @@ class ExportReport:
 
 
 class ServingNetwork(nn.Module):
-    """A preprocessed batch -> (probabilities, embedding), exactly as Predictor.predict computes them."""
+    """A preprocessed batch -> (probabilities, embedding, plain embedding), exactly as
+    Predictor.predict computes them."""
 
     def __init__(self, predictor: Predictor):
         super().__init__()
@@ -67,10 +68,10 @@ class ServingNetwork(nn.Module):
         self.backbone = predictor.backbone
         self.head = predictor.head
 
-    def forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features, logits = backbone_features(self.backbone, batch, tta=self.predictor.card.tta)
+    def forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        features, logits, plain = backbone_outputs(self.backbone, batch, tta=self.predictor.card.tta)
         # The Predictor's own scoring, not a copy of it: the graph cannot drift from it.
-        return self.predictor._probabilities(features, logits), features.float()
+        return self.predictor._probabilities(features, logits), features.float(), plain.float()
 
 
 def export_onnx(predictor: Predictor, path: str | os.PathLike, *, check_images: Sequence[Image.Image],
@@ -96,7 +97,7 @@ def export_onnx(predictor: Predictor, path: str | os.PathLike, *, check_images: 
     batch = predictor.card.preprocessing.batch(check_images)
     network = ServingNetwork(predictor).eval()
     with torch.inference_mode():
-        expected_probabilities, expected_embeddings = (t.numpy() for t in network(batch))
+        expected_probabilities, *expected_embeddings = (t.numpy() for t in network(batch))
 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
@@ -160,17 +161,18 @@ def _add_metadata(onnx_path: Path, entries: dict[str, str]) -> None:
 
 
 def _compare(onnx_path: Path, batch: np.ndarray, probabilities: np.ndarray,
-             embeddings: np.ndarray) -> tuple[float, float]:
-    """Max abs differences (probabilities, embeddings): the whole batch at once, then each image alone."""
+             embeddings: list[np.ndarray]) -> tuple[float, float]:
+    """Max abs differences (probabilities, both embeddings): the whole batch at once, then each image alone."""
     session = create_session(onnx_path)
     runs = [slice(None)]
     if len(batch) > 1:
         runs += [slice(i, i + 1) for i in range(len(batch))]
     diff_p = diff_e = 0.0
     for rows in runs:
-        got_p, got_e = _onnx_outputs(session, batch[rows])
+        got_p, *got_e = _onnx_outputs(session, batch[rows])
         diff_p = max(diff_p, _max_abs_diff(got_p, probabilities[rows]))
-        diff_e = max(diff_e, _max_abs_diff(got_e, embeddings[rows]))
+        for got, expected in zip(got_e, embeddings, strict=True):
+            diff_e = max(diff_e, _max_abs_diff(got, expected[rows]))
     return diff_p, diff_e
 
 
@@ -181,6 +183,5 @@ def _max_abs_diff(got: np.ndarray, expected: np.ndarray) -> float:
     return diff if np.isfinite(diff) else float("inf")  # NaN would compare as "not larger" in max()
 
 
-def _onnx_outputs(session, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    probabilities, embeddings = session.run(list(OUTPUT_NAMES), {INPUT_NAME: batch})
-    return probabilities, embeddings
+def _onnx_outputs(session, batch: np.ndarray) -> list[np.ndarray]:
+    return session.run(list(OUTPUT_NAMES), {INPUT_NAME: batch})

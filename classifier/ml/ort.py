@@ -33,7 +33,7 @@ from .preprocessing import Preprocessing
 
 BACKEND = "onnxruntime-cpu"
 INPUT_NAME = "images"
-OUTPUT_NAMES = ("probabilities", "embedding")
+OUTPUT_NAMES = ("probabilities", "embedding", "plain_embedding")
 CARD_METADATA_KEY = "animalsite.card"  # the card's JSON, written into the graph by export.py
 
 
@@ -182,10 +182,11 @@ class OrtPredictor:
             raise OnnxModelError(f"{self.onnx_path}: expected input {INPUT_NAME} and outputs {OUTPUT_NAMES}, "
                                  f"got {inputs} and {outputs}")
 
-    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(probabilities, embeddings) for an already preprocessed (n, 3, H, W) float32 batch."""
-        probabilities, embeddings = self.session.run(OUTPUT_NAMES, {INPUT_NAME: batch})
-        return probabilities, embeddings
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(probabilities, embeddings, plain embeddings) for an already preprocessed (n, 3, H, W)
+        float32 batch."""
+        probabilities, embeddings, plain = self.session.run(OUTPUT_NAMES, {INPUT_NAME: batch})
+        return probabilities, embeddings, plain
 
     def predict(self, images: Sequence[Image.Image], *, top_k: int = 5) -> list[PredictionResult]:
         if not images:
@@ -200,9 +201,9 @@ class OrtPredictor:
         if len(batch) == 0:
             return []
         started = time.perf_counter()
-        probabilities, embeddings = self.run(np.ascontiguousarray(batch))
+        probabilities, embeddings, plain = self.run(np.ascontiguousarray(batch))
         ms = (time.perf_counter() - started) * 1000.0 / len(batch)
-        return results(self.card.classes, probabilities, embeddings, ms, top_k)
+        return results(self.card.classes, probabilities, embeddings, ms, top_k, plain=plain)
 
     def predict_embeddings(self, embeddings: np.ndarray, *, top_k: int = 5) -> list[PredictionResult]:
         """Re-score pooled features without the backbone (see Predictor.predict_embeddings)."""
@@ -214,17 +215,18 @@ class OrtPredictor:
 
 
 def results(classes: Sequence[str], probabilities: np.ndarray, embeddings: np.ndarray, per_image_ms: float,
-            top_k: int) -> list[PredictionResult]:
+            top_k: int, *, plain: np.ndarray) -> list[PredictionResult]:
     """PredictionResults as Predictor makes them: top-k by probability, ties in class order."""
     probabilities = probabilities.astype(np.float64)
     k = min(top_k, len(classes))
     out = []
-    for row, embedding in zip(probabilities, embeddings, strict=True):
+    for row, embedding, plain_embedding in zip(probabilities, embeddings, plain, strict=True):
         order = np.argsort(-row, kind="stable")[:k]
         out.append(PredictionResult(
             top=[Scored(classes[i], float(row[i])) for i in order],
             probabilities=[float(p) for p in row],
             embedding=embedding.astype(np.float32),
             duration_ms=per_image_ms,
+            plain_embedding=plain_embedding.astype(np.float32),
         ))
     return out

@@ -40,7 +40,7 @@ from .cards import (  # noqa: F401 (re-exported: cards were defined here first)
     file_sha256,
 )
 from .combine import CombinedHead, TemperedZeroShot
-from .embed import backbone_features
+from .embed import backbone_outputs
 from .images import image_files
 from .networks import ImageClassifier
 
@@ -55,8 +55,11 @@ class Scored:
 class PredictionResult:
     top: list[Scored]
     probabilities: list[float]  # in card.classes order
-    embedding: np.ndarray  # float32 pooled backbone features
+    embedding: np.ndarray  # float32 pooled backbone features, as the head sees them (flip-averaged with tta)
     duration_ms: float  # this image's share of the batch's model time
+    # The image's own pooled features (no mirror), what the Embedding table holds for every
+    # version; None where they are unknown (re-scored flip-averaged features).
+    plain_embedding: np.ndarray | None = None
 
     @property
     def label(self) -> str:
@@ -153,13 +156,15 @@ class Predictor:
             # Mixed precision and channels_last: the fast path of convolutions on tensor cores.
             batch = batch.contiguous(memory_format=torch.channels_last)
             with torch.autocast("cuda", dtype=torch.float16):
-                features, logits = backbone_features(self.backbone, batch, tta=self.card.tta)
+                features, logits, plain = backbone_outputs(self.backbone, batch, tta=self.card.tta)
             features = features.float()
             logits = logits.float() if logits is not None else None
         else:
-            features, logits = backbone_features(self.backbone, batch, tta=self.card.tta)
+            features, logits, plain = backbone_outputs(self.backbone, batch, tta=self.card.tta)
         probs = self._probabilities(features, logits)
-        return self._results(probs, features.float().cpu().numpy(), started, top_k)
+        features = features.float().cpu().numpy()
+        plain = plain.float().cpu().numpy() if self.card.tta else features
+        return self._results(probs, features, started, top_k, plain=plain)
 
     @torch.inference_mode()
     def predict_embeddings(self, embeddings: np.ndarray, *, top_k: int = 5) -> list[PredictionResult]:
@@ -175,21 +180,23 @@ class Predictor:
             return []
         started = time.perf_counter()
         probs = self._probabilities(torch.from_numpy(embeddings).to(self.device), None)
-        return self._results(probs, embeddings, started, top_k)
+        return self._results(probs, embeddings, started, top_k, plain=None if self.card.tta else embeddings)
 
-    def _results(self, probs: torch.Tensor, features: np.ndarray, started: float, top_k: int) -> list[PredictionResult]:
+    def _results(self, probs: torch.Tensor, features: np.ndarray, started: float, top_k: int, *,
+                 plain: np.ndarray | None) -> list[PredictionResult]:
         probs = probs.cpu().numpy().astype(np.float64)
         per_image_ms = (time.perf_counter() - started) * 1000.0 / len(probs)
         k = min(top_k, len(self.card.classes))
         results = []
-        for row, feature in zip(probs, features):
+        for i, (row, feature) in enumerate(zip(probs, features)):
             order = np.argsort(-row, kind="stable")[:k]
             results.append(
                 PredictionResult(
-                    top=[Scored(self.card.classes[i], float(row[i])) for i in order],
+                    top=[Scored(self.card.classes[j], float(row[j])) for j in order],
                     probabilities=[float(p) for p in row],
                     embedding=feature.astype(np.float32),
                     duration_ms=per_image_ms,
+                    plain_embedding=None if plain is None else plain[i].astype(np.float32),
                 )
             )
         return results

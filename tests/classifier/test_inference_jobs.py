@@ -4,15 +4,21 @@ and head-only versions that re-score stored features without the backbone."""
 import io
 import zipfile
 
+import numpy as np
 import pytest
 
-from classifier import jobs, serving
+from classifier import jobs, predictions, registry, serving, uploads
 from classifier.errors import Conflict
 from classifier.ml import backbones
+from classifier.ml.cards import ModelCard
+from classifier.ml.images import decode_image
 from classifier.ml.ort import OrtPredictor
-from classifier.models import Image, InferenceChunk, InferenceJob, Prediction, TrainingRun
+from classifier.ml.predict import Predictor
+from classifier.models import Embedding, Image, InferenceChunk, InferenceJob, Prediction, Species, TrainingRun
 from classifier.training import runs
-from tests.helpers import demo_photo
+from labeling.models import Annotation
+from tests.helpers import DATASET, demo_photo
+from tests.labeling.factories import annotate
 
 pytestmark = pytest.mark.django_db
 
@@ -145,3 +151,26 @@ def test_a_head_only_version_rescores_stored_features_without_the_backbone(
     predictions = Prediction.objects.filter(model_version=version)
     assert predictions.count() == 45
     assert set(predictions.values_list("backend", flat=True)) == {"torch-cpu (stored features)"}
+
+
+def test_a_flip_averaged_head_still_stores_each_images_plain_features(models_root, alice, settings, species):
+    # Features of the image alone (no mirror), as under the zero-shot version: similarity,
+    # near-duplicates and head retrains compare like with like after such a head is promoted.
+    settings.TRAINING_HEAD_TTA = True
+    for name in ("beaver", "dolphin", "emu"):
+        registry.species_create(name=name)
+        for path in sorted((DATASET / name).glob("*.jpg"))[:8]:
+            image = uploads.image_upload(user=alice, filename=path.name, data=path.read_bytes(), classify=False).image
+            annotate(image=image, kind=Annotation.Kind.IMPORTED, role=Annotation.Role.IMPORT,
+                     species=Species.objects.get(name=name))
+    run = runs.training_request(mode="head", trigger=TrainingRun.Trigger.MANUAL)
+    version = registry.model_promote(version=runs.training_execute(run_id=run.id).version, reason="test")
+    assert version.card["tta"]
+
+    photo = demo_photo("dalmatian").read_bytes()
+    image = uploads.image_upload(user=alice, filename="dalmatian.jpg", data=photo, classify=False).image
+    predictions.image_classify(image_id=image.id)
+
+    stored = Embedding.objects.get(image=image, backbone=version.backbone)
+    plain = Predictor(ModelCard.from_dict(species.card)).predict([decode_image(photo).image])[0].embedding
+    assert np.abs(np.frombuffer(bytes(stored.vector), dtype="<f4") - plain).max() < 1e-3

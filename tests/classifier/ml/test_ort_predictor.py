@@ -122,3 +122,16 @@ def test_it_refuses_a_graph_exported_for_another_card(zero_shot):
         OrtPredictor(other, served.onnx_path, threads=1)
     with pytest.raises(FileNotFoundError, match="export the version first"):
         OrtPredictor(other, served.onnx_path.with_name("missing.onnx"))
+
+
+def test_a_flip_averaged_head_also_gives_each_images_plain_features(zero_shot, trained, photos):
+    # What the Embedding table stores for every version: the image alone, without its mirror,
+    # so similarity and near-duplicates compare like with like after a head is promoted.
+    plain = np.stack([r.embedding for r in zero_shot[0].predict(photos)])
+    for backend in trained:
+        assert backend.card.tta
+        results = backend.predict(photos)
+        got = np.stack([r.plain_embedding for r in results])
+        assert np.abs(got - plain).max() < 1e-3
+        assert np.abs(np.stack([r.embedding for r in results]) - plain).max() > 1e-2  # the head's are averaged
+    assert all(r.plain_embedding is None for r in trained[0].predict_embeddings(plain[:2]))
