@@ -54,7 +54,8 @@ def make_rows(n: int, rng: np.random.Generator) -> None:
         # A third labelled: half by an import, half by one of the users as an annotator.
         Annotation.objects.bulk_create([
             Annotation(image=im, kind="imported", role="import", species=species[c], label=c) if k % 2 else
-            Annotation(image=im, kind="accepted", role="annotator", user=users[k % 20], species=species[c], label=c)
+            Annotation(image=im, kind="accepted", role="annotator", user=users[k // 2 % 20], species=species[c],
+                       label=c)
             for im in images if rng.random() < 0.33
             for c, k in [(CLASSES[int(rng.integers(0, len(CLASSES)))], int(rng.integers(0, 40)))]])
 
