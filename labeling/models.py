@@ -152,6 +152,11 @@ class ImageSummary(models.Model):
             models.Index(fields=["margin", "image"], name="summary_margin"),
             models.Index(fields=["label", "created", "image"], name="summary_label_created"),
             models.Index(fields=["predicted", "created", "image"], name="summary_predicted_created"),
+            # Rare flags: without their own index a page walks the date index until it finds 61 of them
+            # (all of it when there are none). Partial, so a promotion's rewrite of every row skips them.
+            models.Index(fields=["created", "image"], name="summary_disagrees_created", condition=Q(disagrees=True)),
+            models.Index(fields=["created", "image"], name="summary_near_duplicate_created",
+                         condition=Q(near_duplicate_of__isnull=False)),
         ]
 
 

@@ -65,6 +65,8 @@ def dataset(species, annotator, reviewer, uploader, alice):
     ({"status": "queued"}, ["queued"]),
     ({"annotator": "ann"}, ["dog_ok"]),
     ({"uploader": "alice"}, ["cat_wrong", "queued"]),
+    ({"uploader": "nobody"}, []),
+    ({"annotator": "nobody"}, []),  # not the images an import labelled (no annotator)
     ({"created_before": (timezone.now() - timedelta(days=3)).date().isoformat()}, ["cat_wrong"]),
     ({"created_after": (timezone.now() - timedelta(days=3)).date().isoformat()}, ["dog_ok", "unlabelled", "queued"]),
     ({"predicted": "dog", "labelled": "true", "margin_min": "0.5"}, ["dog_ok"]),  # combined
@@ -246,3 +248,28 @@ def test_a_new_production_version_rewrites_the_predicted_column_once_it_commits(
     assert callbacks
     assert listed(client, predicted="cat") == [image.id]
     assert listed(client, predicted="dog") == []
+
+
+def test_a_promotion_moves_every_prediction_column_to_the_new_version(
+        client, species, reviewer, django_capture_on_commit_callbacks):
+    dog = Species.objects.get(name="dog")
+    agreed = predicted_image(version=species, probs=with_margin(species, 0.3, top="dog", second="cat"))
+    annotate(image=agreed, kind="imported", role="import", species=dog)
+    unseen = predicted_image(version=species, probs=with_margin(species, 0.6, top="cat"))
+    challenger = ModelVersion.objects.create(name="v2", kind=species.kind, backbone=species.backbone,
+                                             card=species.card, card_sha256="2" * 64, parent=species)
+    prediction_make(image=agreed, version=challenger, probs=with_margin(challenger, 0.1, top="cat", second="dog"))
+    client.force_login(reviewer)
+    assert listed(client, disagrees="true") == []
+
+    with django_capture_on_commit_callbacks(execute=True):
+        registry.model_promote(version=challenger)
+
+    assert listed(client, disagrees="true") == [agreed.id]  # labelled dog, v2 says cat
+    assert listed(client, margin_max="0.15") == [agreed.id]
+    rows = {r["id"]: r for r in client.get("/api/images/").json()["results"]}
+    assert rows[agreed.id]["predicted"] == "cat"
+    assert rows[agreed.id]["margin"] == pytest.approx(0.1)
+    # v2 has not predicted this one yet: no production prediction to show or filter on
+    assert (rows[unseen.id]["predicted"], rows[unseen.id]["confidence"], rows[unseen.id]["margin"]) == ("", None, None)
+    assert listed(client, predicted="cat") == [agreed.id]
