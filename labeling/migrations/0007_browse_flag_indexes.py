@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('labeling', '0005_browse_summary'),
+        ('labeling', '0006_not_duplicate_marks'),
     ]
 
     operations = [
