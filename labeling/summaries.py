@@ -133,7 +133,9 @@ def near_duplicates_flag(image_ids, *, backbone: str | None = None) -> list[int]
             continue  # no features of this backbone (a failed prediction)
         checked.append(image_id)
         hits = similarity.nearest(vector, k=10, exclude=image_id, name=backbone)
-        earlier = next((i for i, score in hits if i < image_id and score >= settings.NEAR_DUPLICATE_COSINE), None)
+        earlier = next((i for i, score in hits if i < image_id and score >= settings.NEAR_DUPLICATE_COSINE
+                        # the index sees a deletion up to SIMILARITY_RESYNC_SECONDS late
+                        and Image.objects.filter(id=i).exists()), None)
         if earlier is not None and ImageSummary.objects.filter(
                 image_id=image_id, near_duplicate_of__isnull=True, not_duplicate=False).update(
                 near_duplicate_of_id=earlier):
