@@ -177,8 +177,7 @@ STORAGES = {
     },
 }
 
-# Uploads. The pixel limit is what stops decompression bombs: a few KB of PNG can claim
-# 20000x20000 pixels, and we refuse it before decoding the pixels.
+# Uploads. The pixel limit stops decompression bombs (KBs of PNG claiming 20000x20000 pixels) before decoding.
 UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_BYTES", 20 * 1024 * 1024, minimum=1024)
 UPLOAD_MAX_PIXELS = env_int("UPLOAD_MAX_PIXELS", 50_000_000, minimum=10_000)
 UPLOAD_MAX_FILES = env_int("UPLOAD_MAX_FILES", 100, minimum=1)
@@ -206,8 +205,7 @@ if SERVING_BACKEND not in ("auto", "onnxruntime", "torch"):
 ONNX_THREADS = env_int("ONNX_THREADS", 0, minimum=0)  # 0: the CPUs this process may use
 # Real photos an export is checked on against PyTorch before it serves (a few are read).
 ONNX_CHECK_PHOTOS = Path(env_str("ONNX_CHECK_PHOTOS", str(BASE_DIR / "demo" / "photos")))
-# A prediction claimed longer ago than this is taken to be from a dead worker: the recovery loop
-# queues it again (one image takes about a second; a cold model load, a few).
+# A prediction claimed longer ago than this is from a dead worker: the recovery loop queues it again.
 PREDICTION_CLAIM_TIMEOUT_S = env_int("PREDICTION_CLAIM_TIMEOUT_S", 60, minimum=10)
 
 # Training and the model registry: MODELS_ROOT is this node's own working folder.
@@ -278,9 +276,12 @@ REVIEW_QUEUE_STRATEGY = env_str("REVIEW_QUEUE_STRATEGY", "margin_diverse")
 REVIEW_RANDOM_SHARE = float(env_int("REVIEW_RANDOM_PERCENT", 10, minimum=0)) / 100.0
 REVIEW_CLAIM_SECONDS = env_int("REVIEW_CLAIM_SECONDS", 600, minimum=5)
 
-# The data browser (docs/browse.md): "more like this" size; the cosine similarity at which an
-# image is flagged as an earlier one's near-duplicate (chosen by benchmarks/near_duplicates.py).
+# The data browser (docs/browse.md): "more like this" size; exact search below INDEX_MIN_ROWS
+# embeddings (an IVF index above); deleted and late-committed rows seen within RESYNC_SECONDS; the
+# cosine at which an image is flagged as an earlier one's near-duplicate (benchmarks.near_duplicates).
 SIMILAR_DEFAULT_K = env_int("SIMILAR_DEFAULT_K", 8, minimum=1)
+SIMILARITY_INDEX_MIN_ROWS = env_int("SIMILARITY_INDEX_MIN_ROWS", 20000, minimum=1)
+SIMILARITY_RESYNC_SECONDS = env_float("SIMILARITY_RESYNC_SECONDS", 10.0, minimum=0.0)
 NEAR_DUPLICATE_COSINE = env_float("NEAR_DUPLICATE_COSINE", 0.85, minimum=0.5, maximum=1.0)
 # image id -> its near-duplicate group's first image, read by snapshots (classifier never imports labeling).
 NEAR_DUPLICATE_GROUPS_SOURCE = env_str("NEAR_DUPLICATE_GROUPS_SOURCE", "labeling.summaries.near_duplicate_roots")
@@ -350,8 +351,7 @@ CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-# A send to a broker that is away fails within a second (the outbox keeps the task for the
-# sweeper) instead of holding the request.
+# A send to an absent broker fails within a second (the outbox keeps the task), not holding the request.
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 # The outbox (classifier/enqueue.py, docs/operations.md): a task is a row written with the work
 # it is for; the request sends it after its commit, the sweeper sends what is left.

@@ -1,58 +1,80 @@
-"""More like this: exact nearest neighbours by cosine over the stored pooled embeddings of the
+"""More like this: nearest neighbours by cosine over the stored pooled embeddings of the
 production version's backbone.
 
-Numpy over a matrix cached per process, rows L2-normalised, float32 (100,000 x 1280 is 512 MB in
-each process that answers queries): a query is one matrix-vector product, memory-bandwidth
-bound, and exact (recall 1.0) with no extra service. float16 would halve the memory but numpy
-has no fast float16 product (it was 3x slower here). The cache catches up with new Embedding
-rows by id on each query (one indexed query); each backbone has its own.
+Each process holds one index per backbone (classifier.ml.vector_index: exact numpy search below
+SIMILARITY_INDEX_MIN_ROWS rows, an inverted-file index above, the float32 unit rows stored once:
+512 MB for 100,000 x 1280). Before each query it reads the Embedding rows above the highest id it
+has read (one indexed query, usually empty), so a new row is found at once. Two kinds of change
+an id watermark cannot see are caught at most SIMILARITY_RESYNC_SECONDS late: a row whose
+transaction committed after a later id had been read, and rows that are gone (a deleted image).
+Every that many seconds one aggregate (count and sum of the ids) is compared with the index's; on a
+difference the ids are read and only the missing rows fetched. A count per query was not kept: it
+scans the table (SQLite stores the vectors inline: half a gigabyte at 100k).
 """
 
 import threading
-from dataclasses import dataclass, field
+import time
 
 import numpy as np
 from django.conf import settings
+from django.db.models import Count, Sum
 
 from .errors import Rejected
-from .ml.near_duplicates import unit
+from .ml.vector_index import VectorIndex, unit
 from .models import Embedding
 from .selectors import production_model
 
+__all__ = ["EmbeddingMatrix", "backbone", "forget", "image_embedding", "matrix", "nearest", "unit"]
 
-@dataclass
+
 class EmbeddingMatrix:
-    backbone: str
-    ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    vectors: np.ndarray | None = None  # (n, dim) float32, unit rows
-    last_row: int = 0  # the highest Embedding id read
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    def __init__(self, backbone: str):
+        self.backbone = backbone
+        self.index: VectorIndex | None = None  # made when the first row's width is known
+        self.last_row = 0  # the highest Embedding id read
+        self.synced_at = 0.0  # time.monotonic() of the last aggregate check
+        self.lock = threading.Lock()
 
     def catch_up(self) -> None:
-        self._read_new_rows()
-        # Rows the id watermark cannot see: a transaction that committed after a later id was read,
-        # or rows that are gone (a deleted image, a rolled-back transaction). Then read them all again.
-        if Embedding.objects.filter(backbone=self.backbone).count() != len(self.ids):
-            self.ids, self.vectors, self.last_row = np.zeros(0, dtype=np.int64), None, 0
-            self._read_new_rows()
+        self._read(Embedding.objects.filter(backbone=self.backbone, id__gt=self.last_row))
+        if time.monotonic() - self.synced_at >= settings.SIMILARITY_RESYNC_SECONDS:
+            self._resync()
 
-    def _read_new_rows(self) -> None:
-        rows = (Embedding.objects.filter(backbone=self.backbone, id__gt=self.last_row).order_by("id")
-                .values_list("id", "image_id", "vector"))
-        new_ids, new_vectors, last = [], [], self.last_row
-        for row_id, image_id, vector in rows.iterator(chunk_size=2000):
-            new_ids.append(image_id)
-            new_vectors.append(np.frombuffer(bytes(vector), dtype="<f4"))
-            last = row_id
-        if not new_ids:
+    def _rows(self):
+        return Embedding.objects.filter(backbone=self.backbone)
+
+    def _read(self, rows) -> None:
+        keys, ids, blocks, block = [], [], [], []
+        for row_id, image_id, vector in rows.order_by("id").values_list("id", "image_id", "vector").iterator(
+                chunk_size=2000):
+            ids.append(row_id)
+            keys.append(image_id)
+            block.append(np.frombuffer(bytes(vector), dtype="<f4"))
+            if len(block) == 2000:  # a float32 block, so the raw bytes are freed as it goes
+                blocks.append(np.stack(block))
+                block = []
+        if block:
+            blocks.append(np.stack(block))
+        if not ids:
             return
-        block = unit(np.stack(new_vectors))
-        self.ids = np.concatenate([self.ids, np.asarray(new_ids, dtype=np.int64)])
-        self.vectors = block if self.vectors is None else np.concatenate([self.vectors, block])
-        self.last_row = last
+        if self.index is None:
+            self.index = VectorIndex(blocks[0].shape[1], min_rows=settings.SIMILARITY_INDEX_MIN_ROWS)
+        self.index.add(keys, ids, blocks)
+        self.last_row = max(self.last_row, ids[-1])
 
-    def scores(self, query: np.ndarray) -> np.ndarray:
-        return self.vectors @ unit(query.reshape(1, -1))[0]
+    def _resync(self) -> None:
+        seen = self.index.rows() if self.index is not None else np.zeros(0, dtype=np.int64)
+        stored = self._rows().aggregate(n=Count("id"), total=Sum("id"))
+        self.synced_at = time.monotonic()
+        if stored["n"] == len(seen) and (stored["total"] or 0) == int(seen.sum()):
+            return
+        ids = np.fromiter(self._rows().values_list("id", flat=True).iterator(chunk_size=10000), dtype=np.int64)
+        gone = np.setdiff1d(seen, ids)
+        if len(gone) and self.index is not None:
+            self.index.remove(gone)
+        missing = np.setdiff1d(ids, seen).tolist()
+        for start in range(0, len(missing), 500):
+            self._read(self._rows().filter(id__in=missing[start:start + 500]))
 
 
 _matrices: dict[str, EmbeddingMatrix] = {}
@@ -65,19 +87,19 @@ def backbone() -> str:
 
 
 def matrix(name: str | None = None) -> EmbeddingMatrix:
-    """The process's cached matrix for the backbone, caught up with the Embedding table."""
+    """The process's cached index for the backbone, caught up with the Embedding table."""
     name = name or backbone()
     with _matrices_lock:
         m = _matrices.get(name)
         if m is None:
-            m = _matrices[name] = EmbeddingMatrix(backbone=name)
+            m = _matrices[name] = EmbeddingMatrix(name)
     with m.lock:
         m.catch_up()
     return m
 
 
 def forget() -> None:
-    """Drop the cached matrices (tests that reuse ids after a rollback; deleted images)."""
+    """Drop the cached indexes (tests that reuse ids after a rollback)."""
     with _matrices_lock:
         _matrices.clear()
 
@@ -86,19 +108,12 @@ def nearest(query: np.ndarray, *, k: int, exclude: int | None = None, among=None
             name: str | None = None) -> list[tuple[int, float]]:
     """(image id, cosine similarity) of the k stored embeddings closest to `query`, best first
     (ties by id); `exclude`: an image id left out (the query image itself); `among`: only these
-    image ids."""
+    image ids (searched exactly)."""
     m = matrix(name)
-    if m.vectors is None or not len(m.ids) or k < 1:
+    if m.index is None or k < 1:
         return []
-    scores = m.scores(np.asarray(query, dtype=np.float32))
-    if exclude is not None:
-        scores[m.ids == exclude] = -np.inf
-    if among is not None:
-        scores[~np.isin(m.ids, np.fromiter(among, dtype=np.int64))] = -np.inf
-    k = min(k, len(scores))
-    top = np.argpartition(-scores, k - 1)[:k]
-    top = top[np.lexsort((m.ids[top], -scores[top]))]
-    return [(int(m.ids[i]), float(scores[i])) for i in top if np.isfinite(scores[i])]
+    with m.lock:  # a concurrent catch-up may rebuild the index's arrays
+        return m.index.search(np.asarray(query, dtype=np.float32), k, exclude=exclude, among=among)
 
 
 def image_embedding(image_id: int, name: str | None = None) -> np.ndarray:

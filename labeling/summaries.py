@@ -165,7 +165,10 @@ def near_duplicates_flag(image_ids, *, backbone: str | None = None) -> list[int]
             continue  # no features of this backbone (a failed prediction)
         checked.append(image_id)
         hits = similarity.nearest(vector, k=10, exclude=image_id, name=backbone)
-        earlier = near_duplicates.earlier_match(hits, image_id=image_id, threshold=settings.NEAR_DUPLICATE_COSINE,
+        # the index sees a deletion up to SIMILARITY_RESYNC_SECONDS late
+        existing = set(Image.objects.filter(id__in=[i for i, _ in hits]).values_list("id", flat=True))
+        earlier = near_duplicates.earlier_match([h for h in hits if h[0] in existing], image_id=image_id,
+                                                threshold=settings.NEAR_DUPLICATE_COSINE,
                                                 dismissed=dismissed.get(image_id, ()))
         if earlier is not None and ImageSummary.objects.filter(
                 image_id=image_id, near_duplicate_of__isnull=True).update(near_duplicate_of_id=earlier):

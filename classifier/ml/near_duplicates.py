@@ -9,12 +9,7 @@ from typing import Iterable
 
 import numpy as np
 
-
-def unit(vectors: np.ndarray) -> np.ndarray:
-    """Rows scaled to length 1 (float32): their dot products are cosines."""
-    vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.maximum(norms, 1e-12)
+from .vector_index import unit
 
 
 def reaches(cosine, threshold: float):
