@@ -48,7 +48,7 @@ class Species(models.Model):
 
 
 class Image(models.Model):
-    """One picture, stored once per content (sha256 of the uploaded bytes)."""
+    """One row per content (sha256), plus a private copy per uploader who sent it after another."""
 
     class Status(models.TextChoices):
         QUEUED = "queued"
@@ -56,7 +56,9 @@ class Image(models.Model):
         PREDICTED = "predicted"
         FAILED = "failed"
 
-    sha256 = models.CharField(max_length=64, unique=True)
+    sha256 = models.CharField(max_length=64)
+    # Set on a private copy: its answers (id, status, history) are the uploader's own, never another's.
+    private_to = models.ForeignKey(settings.AUTH_USER_MODEL, models.CASCADE, null=True, blank=True, related_name="+")
     original = models.FileField(max_length=255)  # the bytes as uploaded
     preview = models.FileField(max_length=255)  # RGB JPEG, EXIF orientation applied, bounded size
     thumbnail = models.FileField(max_length=255)
@@ -74,6 +76,9 @@ class Image(models.Model):
     class Meta:
         ordering = ["-created", "-id"]
         indexes = [models.Index(fields=["status", "status_changed"])]
+        constraints = [models.UniqueConstraint(fields=["sha256"], condition=Q(private_to__isnull=True),
+                                               name="one_shared_image_per_content"),
+                       models.UniqueConstraint(fields=["sha256", "private_to"], name="one_private_copy_per_user")]
 
     def __str__(self) -> str:
         return f"image {self.id} ({self.sha256[:12]})"
@@ -120,8 +125,7 @@ class ModelVersion(models.Model):
     card_sha256 = models.CharField(max_length=64)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.CANDIDATE)
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL)
-    # Trained kinds: the folder under MODELS_ROOT with card.json and the weights, written
-    # atomically before this row exists. Zero-shot versions need no files.
+    # Trained kinds: the folder under MODELS_ROOT (card.json, weights), written before this row exists.
     model_dir = models.CharField(max_length=255, blank=True)
     snapshot = models.ForeignKey("DatasetSnapshot", null=True, blank=True, on_delete=models.PROTECT,
                                  related_name="versions")

@@ -77,10 +77,12 @@ def image_upload(*, user, filename: str, data: bytes, classify: bool = True) -> 
 
 def _image_store(*, user, filename: str, data: bytes, decoded: DecodedImage, classify: bool = True) -> UploadResult:
     digest = Image.digest(data)
-    existing = Image.objects.filter(sha256=digest).first()
-    if existing is None:
-        # Files first, row second: a row never points at a missing file. A crash in
-        # between leaves content-addressed files that the next upload of it reuses.
+    for _ in range(2):  # a second pass when the same content arrived twice at once
+        existing, private_to = _row_for(user, digest)
+        if existing is not None:
+            break
+        # Files first, row second: a row never points at a missing file. A crash in between
+        # leaves content-addressed files that the next upload of it reuses (so do private copies).
         suffix = "." + decoded.format.lower().replace("jpeg", "jpg").replace("mpo", "jpg")
         names = {
             "original": store_once(image_path(digest, suffix), data),
@@ -94,7 +96,7 @@ def _image_store(*, user, filename: str, data: bytes, decoded: DecodedImage, cla
         try:
             with transaction.atomic():
                 image = Image.objects.create(
-                    sha256=digest, format=decoded.format, original_mode=decoded.original_mode,
+                    sha256=digest, private_to=private_to, format=decoded.format, original_mode=decoded.original_mode,
                     width=decoded.width, height=decoded.height, size_bytes=len(data), **names,
                 )
                 Upload.objects.create(image=image, user=user, filename=filename[:255])
@@ -102,15 +104,28 @@ def _image_store(*, user, filename: str, data: bytes, decoded: DecodedImage, cla
                     enqueue.on_commit(CLASSIFY_TASK, image.id)
             return UploadResult(image=image, created=True)
         except IntegrityError:
-            # The same content arrived twice at once; the other request stored it.
-            existing = Image.objects.get(sha256=digest)
-    # "created" is per uploader: content someone else sent answers like a fresh upload, so an
-    # upload never tells whether another user has the same photo.
+            continue  # the other request stored it: the next pass finds its row
+    if existing is None:
+        raise IntegrityError(f"content {digest} could be neither stored nor found")
     seen_before = Upload.objects.filter(image=existing, user=user).exists()
     Upload.objects.create(image=existing, user=user, filename=filename[:255])
     if existing.status == Image.Status.FAILED and classify:
         image_requeue(image=existing)
     return UploadResult(image=existing, created=not seen_before)
+
+
+def _row_for(user, digest: str) -> tuple[Image | None, object]:
+    """The row an upload of this content lands on (None: a new one), and the new row's private_to.
+
+    An upload never tells whether another user has the same photo: an uploader who cannot see
+    the content's row (someone else sent it) gets a private copy of their own, with its own id,
+    status and history, as a fresh upload would; their re-uploads land on that copy ("created"
+    false). Whoever may see the row (sent it before, or sees every image: annotators, reviewers,
+    staff, a label import) lands on it, so labels and imports of known content stay one image."""
+    shared = Image.objects.filter(sha256=digest, private_to__isnull=True).first()
+    if shared is None or user is None or shared.is_visible_to(user):
+        return shared, None
+    return Image.objects.filter(sha256=digest, private_to=user).first(), user
 
 
 def image_requeue(*, image: Image) -> None:

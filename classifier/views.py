@@ -27,7 +27,11 @@ def image_detail(request, image_id: int):
     image = get_object_or_404(Image, id=image_id)
     if not image.is_visible_to(request.user):
         raise Http404("No such image")
-    ctx = {"image": image, "prediction": image.latest_prediction(), "species": selectors.active_species()}
+    summary = getattr(image, "summary", None)  # the data browser's row: its near-duplicate link
+    duplicate = summary.near_duplicate_of if summary else None
+    ctx = {"image": image, "prediction": image.latest_prediction(), "species": selectors.active_species(),
+           # Named only to whoever may see it: never another uploader's photo (not even a private copy's twin).
+           "near_duplicate": duplicate if duplicate is not None and duplicate.is_visible_to(request.user) else None}
     return render(request, "classifier/image_detail.html", ctx)
 
 

@@ -9,7 +9,7 @@ from datetime import date, datetime, time, timedelta
 import django_filters as filters
 from django import forms
 from django.contrib.auth import get_user_model
-from django.db.models import Count, Exists, F, OuterRef, QuerySet
+from django.db.models import Case, Count, Exists, F, OuterRef, QuerySet, When
 from django.db.models.fields.tuple_lookups import Tuple, TupleGreaterThan, TupleLessThan
 from django.utils import timezone
 
@@ -62,9 +62,12 @@ class BooleanFilter(filters.BooleanFilter):
 def images_for(user) -> QuerySet[Image]:
     """Every image for annotators, reviewers and staff (view_image); an uploader's own otherwise."""
     images = Image.objects.filter(summary__isnull=False).select_related("summary")
-    if not (user.is_staff or user.has_perm("classifier.view_image")):
-        images = images.filter(Exists(Upload.objects.filter(image=OuterRef("pk"), user=user)))
-    return images
+    if user.is_staff or user.has_perm("classifier.view_image"):
+        return images.annotate(near_duplicate_shown=F("summary__near_duplicate_of"))
+    # A link to an image the uploader may not see would tell them someone else has that photo.
+    return images.filter(Exists(Upload.objects.filter(image=OuterRef("pk"), user=user))).annotate(
+        near_duplicate_shown=Case(When(Exists(Upload.objects.filter(
+            image=OuterRef("summary__near_duplicate_of"), user=user)), then=F("summary__near_duplicate_of"))))
 
 
 class ImageFilter(filters.FilterSet):
@@ -98,7 +101,7 @@ class ImageFilter(filters.FilterSet):
         "true: a suspected label error (confident learning on the embeddings disagrees with the label)"))
     annotators_disagree = BooleanFilter(method="filter_annotators_disagree", help_text=(
         "true: two annotators gave different labels and no reviewer has settled it yet"))
-    near_duplicate = BooleanFilter(field_name="summary__near_duplicate_of", lookup_expr="isnull",
+    near_duplicate = BooleanFilter(field_name="near_duplicate_shown", lookup_expr="isnull",
                                            exclude=True, help_text="true: looks like an earlier image")
 
     class Meta:

@@ -30,7 +30,8 @@ class BrowseImageSerializer(ImageSerializer):
     confidence = serializers.FloatField(source="summary.confidence", allow_null=True)
     margin = serializers.FloatField(source="summary.margin", allow_null=True)
     split = serializers.CharField(source="summary.split")
-    near_duplicate_of = serializers.IntegerField(source="summary.near_duplicate_of_id", allow_null=True)
+    near_duplicate_of = serializers.IntegerField(source="near_duplicate_shown", allow_null=True, help_text=(
+        "the earlier image this one looks like; null: none, or one you may not see"))
 
     class Meta(ImageSerializer.Meta):
         fields = ImageSerializer.Meta.fields + ["label", "predicted", "confidence", "margin", "split",

@@ -31,7 +31,12 @@ def _labelled(image_ids=None):
     by_id = {}
     for batch in selectors.batches(sorted(winners)):
         by_id.update((i.id, i) for i in Image.objects.filter(id__in=batch))
-    return [(by_id[i], winners[i]) for i in sorted(winners)]
+    labelled, seen = [], set()
+    for i in sorted(winners):
+        if by_id[i].sha256 not in seen:  # a private copy (classifier.uploads): one file per content
+            seen.add(by_id[i].sha256)
+            labelled.append((by_id[i], winners[i]))
+    return labelled
 
 
 def _export_name(image: Image) -> str:

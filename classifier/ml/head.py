@@ -17,6 +17,7 @@ needs no conversion to serve.
 """
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable
 
@@ -171,11 +172,33 @@ def _best_prior_weight(logits: np.ndarray, y: np.ndarray, prior: np.ndarray | No
     return best
 
 
+# Below this many feature values one intra-op thread: on small matrices more threads only add
+# synchronisation, which on contended cores made the fit ~10x slower (docs/operations.md).
+ONE_THREAD_BELOW = 500_000  # about 400 images of 1280 features
+
+
+@contextmanager
+def _threads_for(x: np.ndarray):
+    before = torch.get_num_threads()
+    if x.size < ONE_THREAD_BELOW and before > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
 def fit_recipe(x: np.ndarray, y: np.ndarray, num_classes: int, *, prior: np.ndarray | None = None,
                grid: tuple[float, ...] = WEIGHT_DECAY_GRID, folds: int = CV_FOLDS, seed: int = 0) -> RecipeFit:
     """Standardised logistic regression with the weight decay and the zero-shot prior's weight
     chosen together by stratified cross-validation over every image given (NLL after temperature
     scaling of the out-of-fold predictions); then one fit on all of them."""
+    with _threads_for(x):
+        return _fit_recipe(x, y, num_classes, prior=prior, grid=grid, folds=folds, seed=seed)
+
+
+def _fit_recipe(x, y, num_classes, *, prior, grid, folds, seed) -> RecipeFit:
     index = _cv_sample(y, CV_MAX_IMAGES, seed)
     cx, cy = x[index], y[index]
     cprior = prior[index] if prior is not None else None

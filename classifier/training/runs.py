@@ -15,9 +15,7 @@ queues a run whose worker died again once (TRAINING_MAX_ATTEMPTS), and fails it 
 import hashlib
 import json
 import logging
-import os
 import secrets
-import socket
 from datetime import timedelta
 from pathlib import Path
 
@@ -35,6 +33,7 @@ from ..ml.images import InvalidImage
 from ..models import Embedding, Image, ModelVersion, TrainingRun
 from ..storage import local_path
 from .gate import gate_and_promote
+from .liveness import TRAIN_TASK, claim_of, finish, recover_if_stale, worker_name
 from .progress import Cancelled, Reporter
 from .snapshots import TrainingRefused, project_class_map, snapshot_create, training_check
 
@@ -45,7 +44,6 @@ logger = logging.getLogger(__name__)
 MODES = (KIND_HEAD, KIND_FINETUNE)
 OPTION_TYPES = {"epochs": int, "seed": int, "batch_size": int, "patience": int}
 CHECKPOINTS = ".checkpoints"
-TRAIN_TASK = "classifier.tasks.model_train"
 
 
 class _NoLongerRunning(Exception):
@@ -183,41 +181,6 @@ def training_cancel(*, run: TrainingRun, user=None) -> TrainingRun:
 
 # --- the run's state -------------------------------------------------------------------------
 
-def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def finish(run_id: int, status: str, *, error: str = "", only_if: dict | None = None, **fields) -> bool:
-    updated = TrainingRun.objects.filter(id=run_id, **(only_if or {})).update(
-        status=status, finished=timezone.now(), error=error[:10_000], **fields)
-    if updated:
-        logger.info("training run %s %s %s", run_id, status, error)
-    return bool(updated)
-
-
-def recover_if_stale(run: TrainingRun, stale_before) -> str | None:
-    """A running run whose worker stopped reporting (killed, out of memory): queued again while it
-    has attempts left (TRAINING_MAX_ATTEMPTS: a killed run is retried once), failed after that.
-    "retried", "failed", or None when it is not stale (or someone else acted first)."""
-    last = f"{run.heartbeat:%Y-%m-%d %H:%M:%S} UTC" if run.heartbeat else "never"
-    stopped = f"The worker {run.worker} stopped reporting (last heartbeat: {last})"
-    still_stale = dict(status=TrainingRun.Status.RUNNING, heartbeat__lt=stale_before)
-    if run.attempts < settings.TRAINING_MAX_ATTEMPTS and not run.cancel_requested:
-        try:
-            with transaction.atomic():
-                if not TrainingRun.objects.filter(id=run.id, **still_stale).update(
-                        status=TrainingRun.Status.QUEUED, stage="", worker="", heartbeat=None, enqueued=timezone.now(),
-                        error=f"{stopped} on attempt {run.attempts}; retrying."):
-                    return None
-                enqueue.on_commit(TRAIN_TASK, run.id)
-            logger.warning("training run %s: %s; queued again", run.id, stopped)
-            return "retried"
-        except IntegrityError:
-            pass  # another run of this mode is queued already: this one is failed instead
-    message = f"{stopped} on attempt {run.attempts}; nothing was registered. Start a new run."
-    return "failed" if finish(run.id, TrainingRun.Status.FAILED, error=message, only_if=still_stale) else None
-
-
 def start_next_queued(*, resend_after_s: float = 0) -> int | None:
     if TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING).exists():
         return None
@@ -266,7 +229,7 @@ def training_execute(*, run_id: int) -> TrainingRun | None:
     checkpoint = checkpoint_path(run.id)
     # Every finish is conditional on the run still running: the watchdog may have failed it
     # meanwhile (a worker that stalled past the heartbeat timeout), and that verdict stands.
-    still_running = {"status": TrainingRun.Status.RUNNING}
+    still_running = claim_of(run)
     try:
         version = _train(run, checkpoint)
     except _AlreadyRegistered as same:
@@ -347,6 +310,8 @@ def _registered_twin(run: TrainingRun, fingerprint: str) -> TrainingRun | None:
 def _train(run: TrainingRun, checkpoint: Path) -> ModelVersion:
     from ..ml.train import TrainConfig, fit  # torch: only where training runs
 
+    if run.version_id is not None:  # the attempt before registered it and died before the gate
+        return run.version
     snapshot = snapshot_create()
     parent = selectors.production_model()  # what the new version is trained from and measured against
     chosen = _chosen(run, TrainConfig)
@@ -375,7 +340,7 @@ def _train(run: TrainingRun, checkpoint: Path) -> ModelVersion:
             name=name, kind=run.mode, backbone=chosen["backbone"], card=result.card.to_dict(), card_sha256=card_sha,
             model_dir=name, parent=parent, snapshot=snapshot, status=ModelVersion.Status.CANDIDATE,
         )
-        attached = TrainingRun.objects.filter(id=run.id, status=TrainingRun.Status.RUNNING).update(
+        attached = TrainingRun.objects.filter(id=run.id, **claim_of(run)).update(
             version=version, stage="gate", history=result.history if run.mode == KIND_FINETUNE else [],
             heartbeat=timezone.now())
         if not attached:

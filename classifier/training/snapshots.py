@@ -55,7 +55,9 @@ def snapshot_items() -> tuple[list[Item], dict[str, int], dict[str, str]]:
     minimum = settings.TRAINING_MIN_PER_CLASS
     items, ids = [], {}
     group_sha = near_duplicate_shas()
-    for image_id, sha in Image.objects.filter(id__in=list(labels)).values_list("id", "sha256"):
+    for image_id, sha in Image.objects.filter(id__in=list(labels)).order_by("id").values_list("id", "sha256"):
+        if sha in ids:
+            continue  # a private copy of labelled content (classifier.uploads): one item per content
         # A near-duplicate takes its group's split: never one copy in train and one in test.
         split_sha = group_sha.get(image_id, sha)
         split = stable_split(split_sha, test_fraction=settings.TRAINING_TEST_FRACTION)

@@ -10,7 +10,8 @@ from django.conf import settings
 from django.utils import timezone
 
 from ..models import ModelVersion, TrainingRun
-from .runs import CHECKPOINTS, recover_if_stale, start_next_queued
+from .liveness import recover_if_stale
+from .runs import CHECKPOINTS, start_next_queued
 
 
 def training_watchdog() -> dict:
@@ -25,7 +26,7 @@ def stale_runs_recover() -> dict:
     """Also run by the recovery loop (classifier.recovery), which does not need the broker."""
     stale_before = timezone.now() - timedelta(seconds=settings.TRAINING_HEARTBEAT_TIMEOUT_S)
     report = {"retried": [], "failed": []}
-    for run in TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING, heartbeat__lt=stale_before):
+    for run in TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING):  # stale, or its process gone
         outcome = recover_if_stale(run, stale_before)
         if outcome:
             report[outcome].append(run.id)

@@ -52,3 +52,24 @@ def test_it_refuses_a_single_class(models_root, label_images):
     label_images({"cat": 12})
     with pytest.raises(snapshots.TrainingRefused, match="at least two classes"):
         snapshots.training_check()
+
+
+def test_a_private_copy_of_labelled_content_is_one_item(models_root, label_images, bob):
+    from classifier.models import Image, Species
+    from labeling.models import Annotation
+    from tests.labeling.factories import annotate
+
+    images = label_images({"cat": 12, "dog": 12})
+    before = snapshots.snapshot_create()
+    # Bob uploaded a copy of the first photo (classifier.uploads: his own row, the same content),
+    # and it was labelled too.
+    original = images[0]
+    copy = Image.objects.create(sha256=original.sha256, private_to=bob, format="JPEG", original_mode="RGB",
+                                width=1, height=1, size_bytes=1)
+    annotate(image=copy, kind=Annotation.Kind.IMPORTED, role=Annotation.Role.IMPORT,
+             species=Species.objects.get(name="cat"))
+
+    after = snapshots.snapshot_create()
+
+    assert after == before  # one item per content: the first row's, in its split
+    assert [row[0] for row in after.items if row[1] == original.sha256] == [original.id]

@@ -213,6 +213,65 @@ def test_the_watchdog_retries_once_a_run_whose_worker_was_killed(dataset, settin
     assert run.status == "failed" and "attempt 2" in run.error and "stopped reporting" in run.error
 
 
+def dead_process_worker() -> str:
+    """The worker name of a process of this machine that has exited."""
+    import socket
+    import subprocess
+
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return f"{socket.gethostname()}:{child.pid}"
+
+
+def test_a_run_whose_worker_process_is_gone_is_retried_at_once_and_finishes_once(dataset):
+    from django.utils import timezone
+
+    run = runs.training_request(mode="head", trigger=TrainingRun.Trigger.MANUAL)
+    # Claimed by a pool process that was killed a moment ago: its heartbeat is still fresh.
+    TrainingRun.objects.filter(id=run.id).update(status="running", heartbeat=timezone.now(),
+                                                 worker=dead_process_worker(), attempts=1)
+
+    report = watchdog.training_watchdog()
+
+    assert report["retried"] == [run.id]
+    run.refresh_from_db()
+    assert run.status == "queued" and "its process is gone" in run.error
+    finished = runs.training_execute(run_id=run.id)
+    assert finished.status == "succeeded" and finished.attempts == 2
+    assert ModelVersion.objects.filter(kind="head").count() == 1
+
+
+def test_a_live_worker_of_this_machine_keeps_its_run(dataset):
+    import os
+    import socket
+
+    from django.utils import timezone
+
+    run = runs.training_request(mode="head", trigger=TrainingRun.Trigger.MANUAL)
+    TrainingRun.objects.filter(id=run.id).update(status="running", heartbeat=timezone.now(),
+                                                 worker=f"{socket.gethostname()}:{os.getpid()}", attempts=1)
+
+    report = watchdog.training_watchdog()
+
+    assert report["retried"] == [] and report["failed"] == []
+    assert TrainingRun.objects.get(id=run.id).status == "running"
+
+
+def test_a_retry_after_the_version_was_registered_registers_no_second_one(dataset):
+    first = run_head()
+    version = first.version
+    run = runs.training_request(mode="head", trigger=TrainingRun.Trigger.MANUAL, options={"seed": 1})
+    # Its first attempt registered a version and died before the gate finished the run.
+    TrainingRun.objects.filter(id=run.id).update(status="running", worker=dead_process_worker(), attempts=1,
+                                                 version=version)
+    assert watchdog.training_watchdog()["retried"] == [run.id]
+
+    finished = runs.training_execute(run_id=run.id)
+
+    assert finished.status == "succeeded" and finished.version == version
+    assert ModelVersion.objects.filter(kind="head").count() == 1
+
+
 def test_the_schedule_skips_when_no_label_changed(dataset, label_images):
     first = run_head()
     assert first.status == "succeeded"

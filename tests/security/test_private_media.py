@@ -144,6 +144,51 @@ def test_uploading_a_copy_of_someone_elses_photo_reveals_nothing(client, alices_
     assert set(answer) == {"id", "status", "created", "filename", "url"}
     again = client.post("/api/images/", {"files": [SimpleUploadedFile("copy.jpg", data)]}).json()[0]
     assert again["created"] is False  # bob's own repeat is a repeat
+    assert again["id"] == answer["id"]
+
+
+def test_a_copy_of_someone_elses_photo_is_the_uploaders_own_fresh_image(client, alices_image, alice, bob, species):
+    from django.utils import timezone
+
+    from classifier.models import Image, Species
+    from labeling.models import Annotation
+    from tests.labeling.factories import annotate, prediction_make
+
+    # Alice's photo was predicted and labelled long ago.
+    Image.objects.filter(id=alices_image.id).update(status="predicted")
+    prediction_make(image=alices_image, version=species, probs=[1 / len(species.classes)] * len(species.classes))
+    annotate(image=alices_image, kind=Annotation.Kind.IMPORTED, role=Annotation.Role.IMPORT,
+             species=Species.objects.get(name="dalmatian"))
+    client.force_login(bob)
+
+    answer = client.post("/api/images/", {"files": [SimpleUploadedFile("copy.jpg", demo_photo("dalmatian")
+                                                                        .read_bytes())]}).json()[0]
+
+    assert answer["id"] != alices_image.id and answer["status"] == "queued" and answer["created"] is True
+    detail = client.get(f"/api/images/{answer['id']}/").json()
+    assert detail["status"] == "queued" and detail["prediction"] is None
+    assert (timezone.now() - Image.objects.get(id=answer["id"]).created).total_seconds() < 60
+    assert [i["id"] for i in client.get("/api/images/").json()["results"]] == [answer["id"]]
+    assert client.get(f"/api/images/{alices_image.id}/").status_code in (403, 404)
+    page = client.get(f"/images/{answer['id']}/").content.decode()
+    assert f"#{alices_image.id}" not in page and "alice" not in page
+    assert client.get(detail["url"]).status_code == 200  # the same file on disk, served as bob's
+    # Alice's image is as it was: hers alone, predicted, labelled.
+    alices_image.refresh_from_db()
+    assert alices_image.status == "predicted" and alices_image.annotations.count() == 1
+    assert list(alices_image.uploads.values_list("user__username", flat=True)) == ["alice"]
+    assert not Image.objects.get(id=answer["id"]).annotations.exists()
+    client.force_login(alice)
+    again = client.post("/api/images/", {"files": [SimpleUploadedFile("again.jpg", demo_photo("dalmatian")
+                                                                       .read_bytes())]}).json()[0]
+    assert (again["id"], again["created"]) == (alices_image.id, False)
+
+
+def test_whoever_sees_every_image_lands_on_the_shared_one(client, alices_image, staff):
+    client.force_login(staff)
+    answer = client.post("/api/images/", {"files": [SimpleUploadedFile("s.jpg", demo_photo("dalmatian")
+                                                                        .read_bytes())]}).json()[0]
+    assert answer["id"] == alices_image.id  # staff (and annotators, reviewers, imports) learn nothing new
 
 
 def test_api_clients_fetch_media_with_their_token(client, alices_image, alice, bob):
