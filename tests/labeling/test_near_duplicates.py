@@ -60,6 +60,25 @@ def test_a_near_duplicate_upload_is_flagged_linked_and_shown(client, species, al
     assert listed == [copy.id]
 
 
+
+def test_an_uploader_never_learns_of_another_users_near_duplicate(client, species, alice, bob, reviewer):
+    path = demo_photo("dalmatian", 0)
+    original = upload_and_predict(alice, path.name, path.read_bytes())
+    own = upload_and_predict(bob, "mine.jpg", demo_photo("flamingo", 0).read_bytes())
+    copy = upload_and_predict(bob, "copy.jpg", brighter_copy(path.read_bytes()))
+    assert ImageSummary.objects.get(image=copy).near_duplicate_of_id == original.id  # linked for the dataset
+
+    client.force_login(bob)
+    listed = {i["id"]: i for i in client.get("/api/images/").json()["results"]}
+    assert set(listed) == {own.id, copy.id} and listed[copy.id]["near_duplicate_of"] is None
+    assert client.get("/api/images/", {"near_duplicate": "true"}).json()["results"] == []
+    for page in (client.get("/images/").content.decode(), client.get(f"/images/{copy.id}/").content.decode()):
+        assert "· near-duplicate" not in page and 'id="near-duplicate"' not in page
+        assert f"/images/{original.id}/" not in page
+    client.force_login(reviewer)  # who sees every image sees the link
+    assert client.get("/api/images/", {"near_duplicate": "true"}).json()["results"][0]["near_duplicate_of"] == original.id
+
+
 def own_split(sha: str, settings) -> str:
     split = stable_split(sha, test_fraction=settings.TRAINING_TEST_FRACTION)
     return validation_split(sha, val_fraction=settings.TRAINING_VAL_FRACTION) if split == TRAIN else split
