@@ -7,6 +7,8 @@ timeout (classifier.jobs for chunks, classifier.training.runs for training runs)
 """
 
 import logging
+import os
+import socket
 import threading
 from contextlib import contextmanager
 
@@ -14,6 +16,27 @@ from django.db import connection
 from django.utils import timezone
 
 logger = logging.getLogger(__name__)
+
+
+def worker_name() -> str:
+    """This process, as a claim records it: host:pid."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def worker_gone(worker: str) -> bool:
+    """True when `worker` (a worker_name()) was a process of this machine that has exited, so its
+    claim can be retaken at once instead of after the heartbeat timeout; a worker of another
+    machine, or a PID taken again since, counts as present."""
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)  # signal 0: sends nothing, only asks whether the process exists
+    except ProcessLookupError:
+        return True
+    except OSError:  # e.g. another user's process with that PID: alive
+        return False
+    return False
 
 
 @contextmanager

@@ -14,8 +14,6 @@ has not seen yet, and its chunks stop as soon as a newer champion has taken over
 """
 
 import logging
-import os
-import socket
 import time
 import zipfile
 from datetime import timedelta
@@ -30,7 +28,7 @@ from django.utils.module_loading import import_string
 
 from . import enqueue, registry, uploads
 from .errors import Conflict, Rejected
-from .heartbeat import beating
+from .heartbeat import beating, worker_gone, worker_name
 from .models import Image, InferenceChunk, InferenceJob, ModelVersion, Prediction
 from .predictions import predict_images, predictions_write
 
@@ -151,25 +149,6 @@ def job_cancel(*, job: InferenceJob) -> InferenceJob:
     return job
 
 
-def _worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _process_gone(worker: str) -> bool:
-    """The worker that claimed a chunk was a process of this host that no longer exists (a pool
-    process killed: its task is redelivered at once, and need not wait for the timeout)."""
-    host, _, pid = worker.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except OSError:
-        return False
-    return False
-
-
 def _stale() -> Q:
     before = timezone.now() - timedelta(seconds=settings.INFERENCE_CHUNK_TIMEOUT_S)
     return Q(status=InferenceChunk.Status.RUNNING) & (
@@ -181,10 +160,10 @@ def _claim(chunk_id: int) -> InferenceChunk | None:
     claimable = Q(status=InferenceChunk.Status.QUEUED) | _stale()
     current = InferenceChunk.objects.filter(id=chunk_id, status=InferenceChunk.Status.RUNNING).first()
     # This very process held it: its earlier attempt has ended (a retry after a database error).
-    if current is not None and (current.worker == _worker_name() or _process_gone(current.worker)):
+    if current is not None and (current.worker == worker_name() or worker_gone(current.worker)):
         claimable |= Q(status=InferenceChunk.Status.RUNNING, worker=current.worker)
     if not InferenceChunk.objects.filter(claimable, id=chunk_id).update(
-            status=InferenceChunk.Status.RUNNING, claimed=now, heartbeat=now, worker=_worker_name()):
+            status=InferenceChunk.Status.RUNNING, claimed=now, heartbeat=now, worker=worker_name()):
         return None
     return InferenceChunk.objects.select_related("job", "job__version").get(id=chunk_id)
 

@@ -10,37 +10,17 @@ is discarded, so a retried run registers one version, never two.
 """
 
 import logging
-import os
-import socket
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from .. import enqueue
+from ..heartbeat import worker_gone
 from ..models import TrainingRun
 
 logger = logging.getLogger(__name__)
 TRAIN_TASK = "classifier.tasks.model_train"
-
-
-def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def worker_gone(worker: str) -> bool:
-    """True when `worker` (a worker_name()) was a process of this machine that has exited; a
-    worker of another machine, or a PID taken again since, counts as present."""
-    host, _, pid = worker.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)  # signal 0: sends nothing, only asks whether the process exists
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # another user's process with that PID: not ours, but alive
-        return False
-    return False
 
 
 def claim_of(run: TrainingRun) -> dict:

@@ -27,13 +27,14 @@ from django.utils import timezone
 
 from .. import enqueue, model_store, selectors, serving, workers
 from ..errors import Conflict, Rejected
+from ..heartbeat import worker_name
 from ..ml.cards import CARD_FILE, KIND_FINETUNE, KIND_HEAD, ModelDirError, file_sha256
 from ..ml.datasets import Item, TooFewImages, snapshot_sha256
 from ..ml.images import InvalidImage
 from ..models import Embedding, Image, ModelVersion, TrainingRun
 from ..storage import local_path
 from .gate import gate_and_promote
-from .liveness import TRAIN_TASK, claim_of, finish, recover_if_stale, worker_name
+from .liveness import TRAIN_TASK, claim_of, finish, recover_if_stale
 from .progress import Cancelled, Reporter
 from .snapshots import TrainingRefused, project_class_map, snapshot_create, training_check
 

@@ -2,8 +2,17 @@
 
 import pytest
 
+from classifier import similarity
 from labeling.roles import role_group
 from tests.labeling.factories import predicted_image, with_margin
+
+
+@pytest.fixture
+def fresh_similarity():
+    """Each test starts with empty similarity indexes: ids are reused on a rolled-back database."""
+    similarity.forget()
+    yield
+    similarity.forget()
 
 
 def member(django_user_model, username: str, group: str):

@@ -12,6 +12,7 @@ import numpy as np
 from django.conf import settings
 from django.utils import timezone
 
+from classifier.ml.datasets import TRAIN, stable_split, validation_split
 from classifier.models import (
     Embedding,
     Image,
@@ -142,3 +143,9 @@ def annotate(*, image: Image, kind: str, role: str, species=None, user=None, rev
         created=created or timezone.now(),
         **fields,
     )
+
+
+def own_split(sha: str, settings) -> str:
+    """The split an image's content alone gives it (train, val or test), no group applied."""
+    split = stable_split(sha, test_fraction=settings.TRAINING_TEST_FRACTION)
+    return validation_split(sha, val_fraction=settings.TRAINING_VAL_FRACTION) if split == TRAIN else split

@@ -8,23 +8,16 @@ import pytest
 from PIL import Image as PILImage
 from PIL import ImageEnhance
 
-from classifier import predictions, similarity, uploads
-from classifier.ml.datasets import TRAIN, stable_split, validation_split
+from classifier import predictions, uploads
 from classifier.models import Species
 from classifier.training import snapshots
 from labeling import summaries
 from labeling.models import ImageSummary
 from tests.helpers import demo_photo
-from tests.labeling.factories import annotate, cluster_embedding, predicted_image
+from tests.labeling.factories import annotate, cluster_embedding, own_split, predicted_image
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_similarity")]
 
-
-@pytest.fixture(autouse=True)
-def _fresh_matrix():
-    similarity.forget()
-    yield
-    similarity.forget()
 
 
 def brighter_copy(data: bytes) -> bytes:
@@ -79,10 +72,6 @@ def test_an_uploader_never_learns_of_another_users_near_duplicate(client, specie
     [linked] = client.get("/api/images/", {"near_duplicate": "true"}).json()["results"]
     assert linked["near_duplicate_of"] == original.id
 
-
-def own_split(sha: str, settings) -> str:
-    split = stable_split(sha, test_fraction=settings.TRAINING_TEST_FRACTION)
-    return validation_split(sha, val_fraction=settings.TRAINING_VAL_FRACTION) if split == TRAIN else split
 
 
 def test_a_snapshot_never_splits_a_near_duplicate_group(settings, species):

@@ -5,27 +5,15 @@ a later check never links that pair again (another match still can be)."""
 import numpy as np
 import pytest
 
-from classifier import similarity
-from classifier.ml.datasets import TRAIN, stable_split, validation_split
 from classifier.models import Species
 from classifier.training import snapshots
 from labeling import summaries
 from labeling.models import ImageSummary
-from tests.labeling.factories import annotate, cluster_embedding, predicted_image
+from tests.labeling.factories import annotate, cluster_embedding, own_split, predicted_image
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _fresh_matrix():
-    similarity.forget()
-    yield
-    similarity.forget()
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_similarity")]
 
 
-def own_split(sha: str, settings) -> str:
-    split = stable_split(sha, test_fraction=settings.TRAINING_TEST_FRACTION)
-    return validation_split(sha, val_fraction=settings.TRAINING_VAL_FRACTION) if split == TRAIN else split
 
 
 def copies(version, centre: int, n: int, seed: int) -> list:

@@ -4,19 +4,13 @@ query by an uploaded photo stores nothing."""
 import numpy as np
 import pytest
 
-from classifier import predictions, similarity, uploads
+from classifier import predictions, uploads
 from classifier.models import Embedding, Image, Prediction, Species
 from tests.helpers import demo_photo
 from tests.labeling.factories import annotate, cluster_embedding, predicted_image, with_margin
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_similarity")]
 
-
-@pytest.fixture(autouse=True)
-def _fresh_matrix():
-    similarity.forget()  # ids are reused between tests on a rolled-back database
-    yield
-    similarity.forget()
 
 
 def brute_force(query_id: int, among: list[int]) -> list[int]:
