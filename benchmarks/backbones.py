@@ -1,7 +1,9 @@
 """Accuracy against speed for the EfficientNet-Lite backbones, in one run, for the README's table.
 
 For each backbone (default Lite0, Lite1, Lite2), on a 70/30 content-hash split of DIR
-(datasets.stable_split, the split the trainer itself makes):
+(`--split trainer`, the default: datasets.stable_split, the salted hash the trainer itself
+splits by; `--split sha256`: the photos whose SHA-256 begins below 0.3 of the range, the split
+issue 15's own figures were measured on):
 
 - accuracy: what `python -m classifier.ml.train --data TRAIN --mode head --backbone B` then
   `python -m classifier.ml.predict` on TEST give: the trainer's fit() on the training part with
@@ -14,7 +16,7 @@ For each backbone (default Lite0, Lite1, Lite2), on a 70/30 content-hash split o
   of them alike.
 
     python -m benchmarks.backbones --data ../shared/datasets/caltech101-animals
-        [--backbones efficientnet_lite0,efficientnet_lite1] [--cache-dir D] [--threads N]
+        [--backbones efficientnet_lite0,efficientnet_lite1] [--split trainer|sha256] [--cache-dir D] [--threads N]
 
 The last line printed is JSON: per backbone accuracy, macro-F1, images_per_s, ms_per_image,
 the chosen weight decay and prior weight; the load average before and after, threads, CPU.
@@ -46,13 +48,18 @@ BATCH = 16  # the predict CLI's batch size
 REPO = Path(__file__).resolve().parent.parent
 
 
-def split(root: Path, test_fraction: float) -> tuple[list[Item], list[Item]]:
+def in_test(sha: str, how: str, test_fraction: float) -> bool:
+    if how == "sha256":
+        return int(sha[:8], 16) / 16**8 < test_fraction
+    return stable_split(sha, test_fraction=test_fraction) == TEST
+
+
+def split(root: Path, test_fraction: float, how: str = "trainer") -> tuple[list[Item], list[Item]]:
     """(training items with no split, so the trainer splits them as it splits a folder; test items)."""
     train, test = [], []
     for item in image_folder(root):
         sha = file_sha256(item.path)
-        (test if stable_split(sha, test_fraction=test_fraction) == TEST else train).append(
-            Item(item.path, item.label, sha256=sha))
+        (test if in_test(sha, how, test_fraction) else train).append(Item(item.path, item.label, sha256=sha))
     return train, test
 
 
@@ -87,6 +94,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--backbones", default=",".join(LITES))
     parser.add_argument("--cache-dir", type=Path, default=None, help="embedding cache folder (kept between runs)")
     parser.add_argument("--test-fraction", type=float, default=DEFAULT_TEST_FRACTION)
+    parser.add_argument("--split", choices=("trainer", "sha256"), default="trainer",
+                        help="which 70/30 content-hash split (the module docstring)")
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: the server's)")
     return parser.parse_args(argv)
 
@@ -96,7 +105,7 @@ def main(argv=None) -> dict:
     backbones = [b.strip() for b in args.backbones.split(",") if b.strip()]
     threads = args.threads or default_threads()
     load_before = os.getloadavg()
-    train_items, test_items = split(args.data, args.test_fraction)
+    train_items, test_items = split(args.data, args.test_fraction, args.split)
     images = [decode_image(Path(i.path).read_bytes()).image for i in test_items]
     truth = [i.label for i in test_items]
     summaries, servers = {}, {}
@@ -107,7 +116,8 @@ def main(argv=None) -> dict:
             servers[backbone] = serving(Path(tmp) / backbone, images[:4], threads)
         print(f"predicting {len(images)} test photos with each", file=sys.stderr, flush=True)
         predicted = predict_in_turn(servers, images)
-    result = {"data": str(args.data), "n_train": len(train_items), "n_test": len(test_items), "threads": threads,
+    result = {"data": str(args.data), "split": args.split, "n_train": len(train_items), "n_test": len(test_items),
+              "threads": threads,
               "cpu": cpu_name(), "load_before": [round(v, 2) for v in load_before],
               "load_after": [round(v, 2) for v in os.getloadavg()], "backbones": {}}
     for backbone in backbones:

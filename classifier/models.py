@@ -6,6 +6,8 @@ from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
+from .ml.backbone_specs import embedding_key as stored_features_key
+
 
 def image_path(sha256: str, suffix: str) -> str:
     # Content-addressed and fanned out, so no folder grows past a few thousand files.
@@ -156,6 +158,10 @@ class ModelVersion(models.Model):
         return self.card.get("metrics", {})
 
     @property
+    def embedding_key(self) -> str:  # the stored features its predictions write and re-score from
+        return stored_features_key(self.backbone, self.card.get("preprocessing"))
+
+    @property
     def training(self) -> dict:
         return self.card.get("training", {})
 
@@ -184,11 +190,8 @@ class ModelEvent(models.Model):
 
 
 class DatasetSnapshot(models.Model):
-    """A frozen list of (image, label, split): exactly what one training run read.
-
-    The split of an image comes from its content hash (classifier.ml.datasets), so an image
-    in one snapshot's test split is in every later snapshot's test split too.
-    """
+    """A frozen list of (image, label, split): exactly what one training run read. The split comes
+    from the content hash (classifier.ml.datasets): an image in one test split is in every later one."""
 
     sha256 = models.CharField(max_length=64, unique=True)  # of the sorted (content, label, split) lines
     items = models.JSONField()  # [[image_id, image_sha256, label, split], ...]
@@ -299,10 +302,10 @@ class Prediction(models.Model):
 
 
 class Embedding(models.Model):
-    """Pooled backbone features, computed once per (image, backbone) and reused."""
+    """Pooled backbone features, computed once per image and reused."""
 
     image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="embeddings")
-    backbone = models.CharField(max_length=64)
+    backbone = models.CharField(max_length=64)  # ModelVersion.embedding_key: backbone and preprocessing
     dim = models.PositiveIntegerField()
     vector = models.BinaryField()  # float32, little endian
     created = models.DateTimeField(default=timezone.now)
@@ -313,10 +316,7 @@ class Embedding(models.Model):
 
 class InferenceJob(models.Model):
     """Predict many images: all unlabelled ones, a selection, or the photos of an uploaded zip.
-
-    The work is split into InferenceChunk rows that many workers on the inference queue take
-    in parallel; each chunk is claimed once and writes its predictions in bulk.
-    """
+    InferenceChunk rows, each claimed once by a worker on the inference queue, written in bulk."""
 
     class Status(models.TextChoices):
         QUEUED = "queued"

@@ -49,7 +49,7 @@ def predict_images(version: ModelVersion, image_ids: list[int], *, predictor=Non
     out = Predicted()
     todo = list(image_ids)
     if todo and serving.rescores_embeddings(predictor.card):
-        stored = stored_features(todo, version.backbone)
+        stored = stored_features(todo, version.embedding_key)
         if stored:
             keys = list(stored)
             started = time.perf_counter()
@@ -111,7 +111,7 @@ def predictions_write(*, version: ModelVersion, predicted: Predicted, queued_at:
         # working after a head is promoted. A fine-tuned network's features are another space
         # and would poison them. Re-scored rows came from stored features already.
         Embedding.objects.bulk_create([
-            Embedding(image_id=image_id, backbone=version.backbone, dim=int(r.plain_embedding.size),
+            Embedding(image_id=image_id, backbone=version.embedding_key, dim=int(r.plain_embedding.size),
                       vector=np.asarray(r.plain_embedding, "<f4").tobytes())
             for image_id, r, backend in predicted.rows
             if r.plain_embedding is not None and not backend.endswith("(stored features)")

@@ -118,12 +118,16 @@ def backbone_sync() -> ModelVersion | None:
     backbone, embedding what it needs, and its promotion re-predicts (and so re-embeds) the rest.
     """
     current = selectors.production_model()
-    if current is None or current.backbone == settings.DEFAULT_BACKBONE:
-        return current
-    if current.kind == "zero_shot":
+    if current is None:
+        return None
+    # embedding_key names the preprocessing too: a zero-shot version made before its backbone's
+    # preprocessing changed is replaced as well.
+    if current.kind == "zero_shot" and current.embedding_key != settings.DEFAULT_BACKBONE:
         return zero_shot_version_sync()
-    logger.warning("DEFAULT_BACKBONE is %s but the production version %s runs on %s; the next training run "
-                   "uses %s", settings.DEFAULT_BACKBONE, current.name, current.backbone, settings.DEFAULT_BACKBONE)
+    if current.backbone != settings.DEFAULT_BACKBONE:
+        logger.warning("DEFAULT_BACKBONE is %s but the production version %s runs on %s; the next training run "
+                       "uses %s", settings.DEFAULT_BACKBONE, current.name, current.backbone,
+                       settings.DEFAULT_BACKBONE)
     return current
 
 

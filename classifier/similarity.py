@@ -1,5 +1,5 @@
 """More like this: nearest neighbours by cosine over the stored pooled embeddings of the
-production version's backbone.
+production version's backbone and preprocessing (ModelVersion.embedding_key).
 
 Each process holds one index per backbone (classifier.ml.vector_index: exact numpy search below
 SIMILARITY_INDEX_MIN_ROWS rows, an inverted-file index above, the float32 unit rows stored once:
@@ -83,7 +83,7 @@ _matrices_lock = threading.Lock()
 
 def backbone() -> str:
     version = production_model()
-    return version.backbone if version is not None else settings.DEFAULT_BACKBONE
+    return version.embedding_key if version is not None else settings.DEFAULT_BACKBONE
 
 
 def matrix(name: str | None = None) -> EmbeddingMatrix:

@@ -1,6 +1,6 @@
 """Pooled backbone embeddings for many images, cached on disk so each is computed once.
 
-The cache key is (content sha256, backbone, flip-averaging); an entry is one small .npy
+The cache key is (content sha256, backbone, preprocessing, flip-averaging); an entry is one small .npy
 file, written atomically, so several processes can share a cache folder and a killed run
 leaves nothing half-written. A second run over the same images does no network work at all.
 """
@@ -53,18 +53,24 @@ class EmbeddingCache:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
 
-    def path(self, sha256: str, backbone: str, tta: bool) -> Path:
-        return self.root / backbone / ("flip" if tta else "plain") / sha256[:2] / f"{sha256}.npy"
+    def path(self, sha256: str, backbone: str, tta: bool, preprocessing: Preprocessing | None = None) -> Path:
+        """preprocessing: the backbone's own when None. Its key is in the path, so features made
+        under a spec that has since changed are never read as today's."""
+        preprocessing = preprocessing or get_spec(backbone).preprocessing
+        view = f"{'flip' if tta else 'plain'}-{preprocessing.key}"
+        return self.root / backbone / view / sha256[:2] / f"{sha256}.npy"
 
-    def get(self, sha256: str, backbone: str, tta: bool) -> np.ndarray | None:
-        path = self.path(sha256, backbone, tta)
+    def get(self, sha256: str, backbone: str, tta: bool,
+            preprocessing: Preprocessing | None = None) -> np.ndarray | None:
+        path = self.path(sha256, backbone, tta, preprocessing)
         try:
             return np.load(path)
         except (FileNotFoundError, ValueError, EOFError, OSError):
             return None  # missing, or damaged by something outside us: recompute
 
-    def put(self, sha256: str, backbone: str, tta: bool, vector: np.ndarray) -> None:
-        path = self.path(sha256, backbone, tta)
+    def put(self, sha256: str, backbone: str, tta: bool, vector: np.ndarray,
+            preprocessing: Preprocessing | None = None) -> None:
+        path = self.path(sha256, backbone, tta, preprocessing)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         try:
@@ -84,18 +90,16 @@ def embed_items(items: Sequence[Item], *, backbone: str, tta: bool = False,
 
     The backbone is loaded only when some image is missing from the cache; pass `model` to
     reuse one already loaded (the named backbone with its ImageNet weights: the cache key
-    says nothing about other weights). A `preprocessing` other than the backbone's own
-    bypasses the cache, whose entries are all made with the backbone's own.
+    says nothing about other weights). The preprocessing is the backbone's own unless given.
     """
     spec = get_spec(backbone)
     preprocessing = preprocessing or spec.preprocessing
     out = np.empty((len(items), spec.feature_dim), dtype=np.float32)
-    use_cache = cache_dir is not None and preprocessing == spec.preprocessing
-    cache = EmbeddingCache(cache_dir) if use_cache else None
+    cache = EmbeddingCache(cache_dir) if cache_dir is not None else None
     shas = [item.sha256 or file_sha256(item.path) for item in items]
     missing = []
     for i, sha in enumerate(shas):
-        vector = cache.get(sha, backbone, tta) if cache else None
+        vector = cache.get(sha, backbone, tta, preprocessing) if cache else None
         if vector is not None and vector.shape == (spec.feature_dim,):
             out[i] = vector
         else:
@@ -119,7 +123,7 @@ def embed_items(items: Sequence[Item], *, backbone: str, tta: bool = False,
         for i, vector in zip(chunk, features):
             out[i] = vector
             if cache:
-                cache.put(shas[i], backbone, tta, vector)
+                cache.put(shas[i], backbone, tta, vector, preprocessing)
         done += len(chunk)
         if progress:
             progress(done, len(items))

@@ -1,5 +1,7 @@
 """Preprocessing pinned to a backbone (and copied into each model card)."""
 
+import hashlib
+import json
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
@@ -21,6 +23,12 @@ class Preprocessing:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def key(self) -> str:
+        """A short name of these settings, for caches of what they produce ("256-224-bicubic-3f2a9c1e")."""
+        digest = hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
+        return f"{self.resize_size}-{self.crop_size}-{self.interpolation}-{digest}"
 
     @classmethod
     def from_dict(cls, data: dict) -> "Preprocessing":

@@ -59,3 +59,35 @@ def test_a_trained_version_keeps_serving_on_its_own_backbone(species, settings):
     assert registry.backbone_sync() == species
     assert selectors.production_model() == species
     assert not ModelVersion.objects.filter(backbone="efficientnet_lite2").exists()
+
+
+@pytest.fixture
+def old_crop(species):
+    """The production zero-shot version as made before the Lite specs kept the whole short side."""
+    card = dict(species.card, preprocessing=dict(species.card["preprocessing"], resize_size=256))
+    ModelVersion.objects.filter(id=species.id).update(card=card, card_sha256="0" * 64)
+    species.refresh_from_db()
+    return species
+
+
+def test_a_zero_shot_version_on_an_older_preprocessing_is_replaced_and_old_features_stay_apart(
+        old_crop, predicted, settings, django_capture_on_commit_callbacks):
+    backbone = settings.DEFAULT_BACKBONE
+    assert old_crop.embedding_key == f"{backbone}@256-224"
+    assert Embedding.objects.filter(backbone=f"{backbone}@256-224").count() == 2
+    assert not Embedding.objects.filter(backbone=backbone).exists()
+
+    with django_capture_on_commit_callbacks(execute=False):
+        version = registry.backbone_sync()
+    job = jobs.job_repredict(version_id=version.id)
+    jobs.job_plan(job_id=job.id)
+    for chunk in InferenceChunk.objects.filter(job=job):
+        jobs.chunk_run(chunk_id=chunk.id)
+
+    assert version != old_crop and selectors.production_model() == version
+    assert version.card["preprocessing"]["resize_size"] == get_spec(backbone).preprocessing.resize_size
+    assert version.embedding_key == backbone
+    # Re-predicted under the new crop, from pixels: the old rows are neither re-scored nor mixed in.
+    assert Embedding.objects.filter(backbone=backbone, image__in=predicted).count() == 2
+    assert Embedding.objects.filter(backbone=f"{backbone}@256-224").count() == 2
+    assert registry.backbone_sync() == version

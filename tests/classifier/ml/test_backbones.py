@@ -105,7 +105,7 @@ def test_it_pins_lite0_to_the_tflite_preprocessing():
     assert pre.mean == pytest.approx((127 / 255,) * 3)
     assert pre.std == pytest.approx((128 / 255,) * 3)
     assert pre.interpolation == "bicubic"
-    assert (pre.resize_size, pre.crop_size) == (256, 224)
+    assert (pre.resize_size, pre.crop_size) == (224, 224)
 
 
 def test_it_maps_lite0_pixels_to_minus_one_to_one():

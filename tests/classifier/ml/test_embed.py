@@ -1,9 +1,12 @@
-"""Embeddings in batches, cached on disk by (content, backbone, flip-averaging)."""
+"""Embeddings in batches, cached on disk by (content, backbone, preprocessing, flip-averaging)."""
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from classifier.ml import embed
+from classifier.ml.backbone_specs import embedding_key, get_spec
 from classifier.ml.backbones import load_backbone
 from classifier.ml.datasets import assign_splits, image_folder
 from classifier.ml.embed import EmbeddingCache, embed_items
@@ -67,3 +70,24 @@ def test_it_reports_progress(items, lite0):
     embed_items(items, backbone="efficientnet_lite0", model=lite0, batch_size=2,
                 progress=lambda done, total: seen.append((done, total)))
     assert seen[0] == (0, 3) and seen[-1] == (3, 3)
+
+
+def test_it_keeps_each_preprocessing_apart_so_a_changed_spec_never_reads_old_features(items, lite0, tmp_path):
+    own = get_spec("efficientnet_lite0").preprocessing
+    tf_crop = replace(own, resize_size=256)  # the spec before it kept the whole short side
+    current = embed_items(items, backbone="efficientnet_lite0", model=lite0, cache_dir=tmp_path)
+    before = embed_items(items, backbone="efficientnet_lite0", model=lite0, cache_dir=tmp_path, preprocessing=tf_crop)
+
+    assert not np.allclose(current, before, atol=1e-3)
+    cache = EmbeddingCache(tmp_path)
+    assert cache.path(items[0].sha256, "efficientnet_lite0", False) != cache.path(
+        items[0].sha256, "efficientnet_lite0", False, tf_crop)
+    assert np.array_equal(before, embed_items(items, backbone="efficientnet_lite0", cache_dir=tmp_path,
+                                              preprocessing=tf_crop))
+
+
+def test_stored_features_are_keyed_by_backbone_and_preprocessing():
+    own = get_spec("efficientnet_lite1").preprocessing
+    assert embedding_key("efficientnet_lite1", own) == "efficientnet_lite1"
+    assert embedding_key("efficientnet_lite1", replace(own, resize_size=272)) == "efficientnet_lite1@272-240"
+    assert embedding_key("not_registered", own) == "not_registered"

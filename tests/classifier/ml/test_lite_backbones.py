@@ -39,12 +39,12 @@ def test_it_loads_the_weights_offline_from_their_package(name, empty_torch_hub, 
 
 
 @pytest.mark.parametrize("name", LITES)
-def test_it_pins_the_tflite_preprocessing_at_the_weights_own_resolution(name):
+def test_it_pins_the_tflite_preprocessing_at_the_weights_own_resolution_on_the_whole_short_side(name):
     pre = get_spec(name).preprocessing
     resolution = efficientnet_params(name.replace("_", "-"))[2]  # what the weights were trained at
 
     assert pre.crop_size == resolution
-    assert pre.resize_size == resolution + 32  # TF's eval crop: crop / (crop + 32) of the short side
+    assert pre.resize_size == resolution  # the whole short side, not TF's crop / (crop + 32) (backbone_specs)
     assert pre.interpolation == "bicubic"
     batch = pre.batch([Image.new("RGB", (400, 300), (127, 255, 0))])
     assert batch.shape == (1, 3, resolution, resolution)
