@@ -10,7 +10,10 @@ INFERENCE_CHUNK_TIMEOUT_S, or whose worker process on this host is gone, belongs
 worker: a redelivery takes it over, and chunks_retake() (the recovery loop) queues it again.
 
 A promotion starts a job too (source "repredict"): the new champion predicts every image it
-has not seen yet, and its chunks stop as soon as a newer champion has taken over.
+has not seen yet, and its chunks stop as soon as a newer champion has taken over. A changed
+DEFAULT_BACKBONE (or backbone preprocessing) while a trained version serves on the old one starts
+job_embed (source "embed"): the zero-shot version on the new backbone computes every image's
+features and writes nothing else, so the next training run and its promotion find them stored.
 """
 
 import logging
@@ -26,11 +29,11 @@ from django.db.models.functions import Greatest
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from . import enqueue, registry, uploads
+from . import enqueue, registry, selectors, uploads
 from .errors import Conflict, Rejected
 from .heartbeat import beating, worker_gone, worker_name
-from .models import Image, InferenceChunk, InferenceJob, ModelVersion, Prediction
-from .predictions import predict_images, predictions_write
+from .models import Embedding, Image, InferenceChunk, InferenceJob, ModelVersion, Prediction
+from .predictions import embeddings_write, predict_images, predictions_write
 
 logger = logging.getLogger(__name__)
 LOWEST_SHOWN = 20
@@ -73,6 +76,26 @@ def job_repredict(*, version_id: int) -> InferenceJob | None:
                       chunk_size=settings.REPREDICT_CHUNK_SIZE)
 
 
+def job_embed() -> InferenceJob | None:
+    """While a trained version serves on another backbone (or preprocessing) than DEFAULT_BACKBONE's:
+    a job that stores the new backbone's features of every image not embedded yet (run_all starts it)."""
+    current = selectors.production_model()
+    if current is None or current.kind == "zero_shot" or current.embedding_key == settings.DEFAULT_BACKBONE:
+        return None  # a zero-shot champion is replaced instead (registry.backbone_sync)
+    version = registry.zero_shot_version_sync()  # made, not promoted: a trained version serves
+    if version.embedding_key != settings.DEFAULT_BACKBONE or not _unembedded(version).exists():
+        return None
+    if InferenceJob.objects.filter(source=InferenceJob.Source.EMBED, version=version).exclude(
+            status__in=InferenceJob.FINISHED).exists():
+        return None  # one is under way (a restart of run_all)
+    return _job_start(source=InferenceJob.Source.EMBED, version=version, user=None,
+                      chunk_size=settings.REPREDICT_CHUNK_SIZE)
+
+
+def _unembedded(version: ModelVersion):
+    return Image.objects.exclude(id__in=Embedding.objects.filter(backbone=version.embedding_key).values("image_id"))
+
+
 def _job_start(*, source: str, version: ModelVersion, user, chunk_size: int, **fields) -> InferenceJob:
     with transaction.atomic():
         job = InferenceJob.objects.create(source=source, requested_by=user, version=version, chunk_size=chunk_size,
@@ -105,6 +128,8 @@ def job_plan(*, job_id: int) -> InferenceJob | None:
             ids = unlabelled_image_ids()
         elif job.source == InferenceJob.Source.REPREDICT:
             ids = list(_unpredicted(job.version).order_by("id").values_list("id", flat=True))
+        elif job.source == InferenceJob.Source.EMBED:
+            ids = list(_unembedded(job.version).order_by("id").values_list("id", flat=True))
         else:
             ids = list(job.image_ids)
     except zipfile.BadZipFile as e:
@@ -196,12 +221,17 @@ def chunk_run(*, chunk_id: int) -> InferenceChunk | None:
         _refresh_progress(job.id)
         return chunk
     started = time.perf_counter()
-    done = set(Prediction.objects.filter(model_version=job.version, image_id__in=chunk.image_ids)
-               .values_list("image_id", flat=True))
+    embedding = job.source == InferenceJob.Source.EMBED
+    done = set((Embedding.objects.filter(backbone=job.version.embedding_key) if embedding
+                else Prediction.objects.filter(model_version=job.version))
+               .filter(image_id__in=chunk.image_ids).values_list("image_id", flat=True))
     mine = InferenceChunk.objects.filter(id=chunk.id, status=InferenceChunk.Status.RUNNING, worker=chunk.worker)
     with beating(mine, every_s=settings.INFERENCE_CHUNK_HEARTBEAT_S):
         predicted = predict_images(job.version, [i for i in chunk.image_ids if i not in done])
-    predictions_write(version=job.version, predicted=predicted)
+    if embedding:  # features only: the version does not serve, its predictions would show nowhere
+        embeddings_write(version=job.version, predicted=predicted)
+    else:
+        predictions_write(version=job.version, predicted=predicted)
     InferenceChunk.objects.filter(id=chunk.id).update(
         status=InferenceChunk.Status.DONE, written=len(predicted.rows),
         failed={str(k): v for k, v in predicted.failed.items()},

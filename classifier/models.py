@@ -265,9 +265,8 @@ class TrainingRun(models.Model):
         ordering = ["-created", "-id"]
         permissions = [("train", "Can train, promote and roll back models, and run batch inference jobs")]
         constraints = [
-            # One run at a time, whatever races the code above loses.
             models.UniqueConstraint(fields=["status"], condition=Q(status="running"), name="one_running_training"),
-            # A second request for the same mode joins the queued run instead of adding one.
+            # One run at a time; a second request for the same mode joins the queued run.
             models.UniqueConstraint(fields=["mode"], condition=Q(status="queued"), name="one_queued_training_per_mode"),
         ]
 
@@ -331,6 +330,7 @@ class InferenceJob(models.Model):
         SELECTION = "selection"
         ZIP = "zip"
         REPREDICT = "repredict"  # started by a promotion: the new champion's unseen images
+        EMBED = "embed"  # a new backbone's features while a trained version serves on the old (jobs.job_embed)
 
     REQUESTABLE = (Source.UNLABELLED, Source.SELECTION, Source.ZIP)
     FINISHED = (Status.DONE, Status.CANCELLED, Status.FAILED)

@@ -71,6 +71,24 @@ def predict_images(version: ModelVersion, image_ids: list[int], *, predictor=Non
     return out
 
 
+def embeddings_write(*, version: ModelVersion, predicted: Predicted) -> None:
+    """The pooled features of the rows predicted from pixels, under the version's embedding key.
+
+    The ImageNet backbone's plain features, under a flip-averaged card too: the same vectors
+    for every version, so similarity, near-duplicates and head retrains keep working after a
+    head is promoted. A fine-tuned network's features are another space and would poison them.
+    Re-scored rows came from stored features already.
+    """
+    if version.card.get("kind") not in ("zero_shot", "head"):
+        return
+    Embedding.objects.bulk_create([
+        Embedding(image_id=image_id, backbone=version.embedding_key, dim=int(r.plain_embedding.size),
+                  vector=np.asarray(r.plain_embedding, "<f4").tobytes())
+        for image_id, r, backend in predicted.rows
+        if r.plain_embedding is not None and not backend.endswith("(stored features)")
+    ], ignore_conflicts=True)
+
+
 def _loader(name: str):
     return lambda: read_bytes(name)
 
@@ -105,17 +123,8 @@ def predictions_write(*, version: ModelVersion, predicted: Predicted, queued_at:
                    created=now)
         for image_id, r, backend in predicted.rows
     ], ignore_conflicts=True)
-    if store_features and version.card.get("kind") in ("zero_shot", "head"):
-        # The ImageNet backbone's plain features, under a flip-averaged card too: the same
-        # vectors for every version, so similarity, near-duplicates and head retrains keep
-        # working after a head is promoted. A fine-tuned network's features are another space
-        # and would poison them. Re-scored rows came from stored features already.
-        Embedding.objects.bulk_create([
-            Embedding(image_id=image_id, backbone=version.embedding_key, dim=int(r.plain_embedding.size),
-                      vector=np.asarray(r.plain_embedding, "<f4").tobytes())
-            for image_id, r, backend in predicted.rows
-            if r.plain_embedding is not None and not backend.endswith("(stored features)")
-        ], ignore_conflicts=True)
+    if store_features:
+        embeddings_write(version=version, predicted=predicted)
     Image.objects.filter(id__in=[image_id for image_id, _, _ in predicted.rows]).exclude(
         status=Image.Status.PREDICTED).update(status=Image.Status.PREDICTED, status_changed=now, error="")
     for image_id, error in predicted.failed.items():

@@ -114,8 +114,8 @@ def backbone_sync() -> ModelVersion | None:
     While a zero-shot version serves, the zero-shot version on the new backbone takes over; its
     promotion starts the re-predict job (jobs.job_repredict: chunked, with progress on the jobs
     page), which stores every image's embedding for the new backbone as it predicts. A trained
-    version keeps serving: it was made on its own backbone. The next training run uses the new
-    backbone, embedding what it needs, and its promotion re-predicts (and so re-embeds) the rest.
+    version keeps serving: it was made on its own backbone; jobs.job_embed stores the new
+    backbone's features meanwhile, for the next training run and its promotion.
     """
     current = selectors.production_model()
     if current is None:

@@ -91,3 +91,31 @@ def test_a_zero_shot_version_on_an_older_preprocessing_is_replaced_and_old_featu
     assert Embedding.objects.filter(backbone=backbone, image__in=predicted).count() == 2
     assert Embedding.objects.filter(backbone=f"{backbone}@256-224").count() == 2
     assert registry.backbone_sync() == version
+
+
+def test_under_a_trained_version_a_job_stores_the_new_backbones_features_and_nothing_else(
+        predicted, species, settings, django_capture_on_commit_callbacks):
+    ModelVersion.objects.filter(id=species.id).update(kind="head")
+    settings.DEFAULT_BACKBONE = "efficientnet_lite1"
+    assert registry.backbone_sync() == species
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        job = jobs.job_embed()
+    assert callbacks and job.source == InferenceJob.Source.EMBED
+    jobs.job_plan(job_id=job.id)
+    for chunk in InferenceChunk.objects.filter(job=job):
+        jobs.chunk_run(chunk_id=chunk.id)
+    job.refresh_from_db()
+
+    assert job.status == "done" and job.total == job.processed == 2
+    assert selectors.production_model() == species  # the trained version keeps serving
+    assert job.version.backbone == "efficientnet_lite1" and job.version.status != ModelVersion.Status.PRODUCTION
+    stored = Embedding.objects.filter(backbone="efficientnet_lite1", image__in=predicted)
+    assert stored.count() == 2 and all(e.dim == 1280 for e in stored)
+    assert not job.version.predictions.exists()  # features only: nothing shows a non-serving version's labels
+    assert jobs.job_embed() is None  # every image has them now
+
+
+def test_no_embed_job_while_the_champion_is_on_the_default_backbone(predicted, species):
+    ModelVersion.objects.filter(id=species.id).update(kind="head")
+    assert jobs.job_embed() is None

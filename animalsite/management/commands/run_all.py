@@ -13,7 +13,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from animalsite import processes
-from classifier import registry
+from classifier import jobs, registry
 
 
 class Command(BaseCommand):
@@ -26,7 +26,11 @@ class Command(BaseCommand):
         parser.add_argument("--web-workers", type=int, default=2)
 
     def handle(self, *args, host, port, web_workers, **options):
-        registry.backbone_sync()  # a changed DEFAULT_BACKBONE: re-embed in a job the worker below runs
+        # A changed DEFAULT_BACKBONE (or backbone preprocessing): a zero-shot champion is replaced and
+        # its promotion re-predicts; under a trained champion the new features are stored by a job.
+        # Either job is run by the inference worker started below.
+        registry.backbone_sync()
+        jobs.job_embed()
         children = [
             processes.start(processes.web_command(f"{host}:{port}", workers=web_workers), name="web"),
             processes.start(processes.worker_command([settings.INFERENCE_QUEUE], name="inference", quiet=False),
