@@ -29,7 +29,7 @@ from django.db.models.functions import Greatest
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from . import enqueue, registry, selectors, uploads
+from . import enqueue, registry, selectors, serving, uploads
 from .errors import Conflict, Rejected
 from .heartbeat import beating, worker_gone, worker_name
 from .models import Embedding, Image, InferenceChunk, InferenceJob, ModelVersion, Prediction
@@ -83,7 +83,7 @@ def job_embed() -> InferenceJob | None:
     if current is None or current.kind == "zero_shot" or current.embedding_key == settings.DEFAULT_BACKBONE:
         return None  # a zero-shot champion is replaced instead (registry.backbone_sync)
     version = registry.zero_shot_version_sync()  # made, not promoted: a trained version serves
-    if version.embedding_key != settings.DEFAULT_BACKBONE or not _unembedded(version).exists():
+    if not _unembedded(version).exists():
         return None
     if InferenceJob.objects.filter(source=InferenceJob.Source.EMBED, version=version).exclude(
             status__in=InferenceJob.FINISHED).exists():
@@ -227,7 +227,8 @@ def chunk_run(*, chunk_id: int) -> InferenceChunk | None:
                .filter(image_id__in=chunk.image_ids).values_list("image_id", flat=True))
     mine = InferenceChunk.objects.filter(id=chunk.id, status=InferenceChunk.Status.RUNNING, worker=chunk.worker)
     with beating(mine, every_s=settings.INFERENCE_CHUNK_HEARTBEAT_S):
-        predicted = predict_images(job.version, [i for i in chunk.image_ids if i not in done])
+        predicted = predict_images(job.version, [i for i in chunk.image_ids if i not in done],
+                                   predictor=serving.get_predictor(job.version, side=embedding))
     if embedding:  # features only: the version does not serve, its predictions would show nowhere
         embeddings_write(version=job.version, predicted=predicted)
     else:

@@ -81,7 +81,7 @@ def zero_shot_card() -> ModelCard:
 
 
 @transaction.atomic
-def zero_shot_version_sync() -> ModelVersion:
+def zero_shot_version_sync(*, reason: str = "zero-shot: the class list or ImageNet mapping changed") -> ModelVersion:
     """The zero-shot version for today's classes and mapping; made and promoted if new.
 
     It only takes production from another zero-shot version (or from nobody), never from a
@@ -103,7 +103,7 @@ def zero_shot_version_sync() -> ModelVersion:
             version = ModelVersion.objects.get(kind="zero_shot", card_sha256=digest)
     current = selectors.production_model()
     if current is None or (current.kind == "zero_shot" and current.id != version.id):
-        model_promote(version=version, reason="zero-shot: the class list or ImageNet mapping changed")
+        model_promote(version=version, reason=reason)
         version.refresh_from_db()
     return version
 
@@ -123,7 +123,8 @@ def backbone_sync() -> ModelVersion | None:
     # embedding_key names the preprocessing too: a zero-shot version made before its backbone's
     # preprocessing changed is replaced as well.
     if current.kind == "zero_shot" and current.embedding_key != settings.DEFAULT_BACKBONE:
-        return zero_shot_version_sync()
+        return zero_shot_version_sync(reason=f"zero-shot: the backbone is now {settings.DEFAULT_BACKBONE} "
+                                             "(or its preprocessing changed)")
     if current.backbone != settings.DEFAULT_BACKBONE:
         logger.warning("DEFAULT_BACKBONE is %s but the production version %s runs on %s; the next training run "
                        "uses %s", settings.DEFAULT_BACKBONE, current.name, current.backbone,

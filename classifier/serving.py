@@ -27,6 +27,9 @@ logger = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _cached: dict[str, object] = {"key": None, "predictor": None, "version": None}
+# A version that does not serve but predicts in bulk (an "embed" job, jobs.job_embed) has a slot
+# of its own, so its chunks never evict the production predictor single uploads need.
+_side: dict[str, object] = {"key": None, "predictor": None, "version": None}
 CHECK_PHOTO_COUNT = 4
 ONNX_GRAPH_VERSION = 2  # bump when classifier.ml.ort.OUTPUT_NAMES changes
 
@@ -131,15 +134,18 @@ def build_predictor(version: ModelVersion, *, device: str | None = None):
     return torch_predictor(version, device=device)
 
 
-def get_predictor(version: ModelVersion):
+def get_predictor(version: ModelVersion, *, side: bool = False):
+    """The process's predictor for the version, built once; side: the slot for a version that
+    does not serve (see _side), which leaves the production predictor in place."""
+    slot = _side if side else _cached
     with _lock:
         # The card's hash is part of the key: an id alone can be reused (a deleted row, a
         # rolled-back test) and must never serve another card's classes.
         key = (version.id, version.card_sha256)
-        if _cached["key"] != key:
-            _cached["predictor"] = build_predictor(version)
-            _cached["key"], _cached["version"] = key, version
-        return _cached["predictor"]
+        if slot["key"] != key:
+            slot["predictor"] = build_predictor(version)
+            slot["key"], slot["version"] = key, version
+        return slot["predictor"]
 
 
 def production_predictor(version: ModelVersion) -> tuple[ModelVersion, "Predictor"]:

@@ -4,7 +4,7 @@ re-predict job (chunks, progress) stores every image's embedding for the new bac
 import numpy as np
 import pytest
 
-from classifier import jobs, registry, selectors
+from classifier import jobs, registry, selectors, serving
 from classifier.ml.backbones import get_spec
 from classifier.models import Embedding, InferenceChunk, InferenceJob, ModelVersion
 from tests.helpers import demo_photo
@@ -43,6 +43,7 @@ def test_a_new_default_backbone_re_embeds_every_image_in_a_job(predicted, specie
     job.refresh_from_db()
 
     assert selectors.production_model() == version and version.backbone == "efficientnet_lite1"
+    assert version.events.latest("id").reason.startswith("zero-shot: the backbone is now efficientnet_lite1")
     assert job.source == InferenceJob.Source.REPREDICT and job.status == "done"
     assert job.total == job.processed == 2 and job.percent == 100
     stored = Embedding.objects.filter(backbone="efficientnet_lite1", image__in=predicted)
@@ -102,10 +103,13 @@ def test_under_a_trained_version_a_job_stores_the_new_backbones_features_and_not
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         job = jobs.job_embed()
     assert callbacks and job.source == InferenceJob.Source.EMBED
+    serving_now = serving.get_predictor(species)
     jobs.job_plan(job_id=job.id)
     for chunk in InferenceChunk.objects.filter(job=job):
         jobs.chunk_run(chunk_id=chunk.id)
     job.refresh_from_db()
+
+    assert serving.get_predictor(species) is serving_now  # the job's chunks did not evict it
 
     assert job.status == "done" and job.total == job.processed == 2
     assert selectors.production_model() == species  # the trained version keeps serving
